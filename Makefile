@@ -1,0 +1,41 @@
+# All set-up goes through `install`: a fresh clone needs nothing but Python 3.10+.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned here (served from local disk on the dev machines); override for other CUDA builds.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test demo lint bench reproduce clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q -x
+
+lint: install
+	$(BIN)/ruff check pumlc_cli tests bench
+	$(BIN)/ruff format --check pumlc_cli tests bench
+
+demo: install
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+bench: install
+	$(BIN)/python bench/prepare.py
+	$(BIN)/python bench/eval.py
+	$(BIN)/python bench/train_step.py
+
+reproduce: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pumlc_cli.reproduce --dataset "$(or $(DATASET),synth)" \
+		$(if $(DATA),--data "$(DATA)") --gpus "$(or $(GPUS),1)" --out "$(or $(OUT),results)"
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""pumlc: multi-label classification from positive labels only (PU-MLC)."""

@@ -1,0 +1,38 @@
+"""The `pumlc` command line. Command modules import torch lazily so `--help`, `prepare` and `stats` stay fast."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pumlc_cli.errors import PumlcError
+
+app = typer.Typer(
+    name="pumlc",
+    help="Multi-label classification from positive labels only (PU-MLC): prepare, corrupt, train, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    """Attach every sub-command; each module only defines Typer functions and defers heavy imports."""
+    from pumlc_cli.commands import prepare, stats, synth
+
+    app.add_typer(prepare.app, name="prepare")
+    app.command("stats")(stats.stats)
+    app.command("synth")(synth.synth)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: bad input becomes one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=True)
+    except PumlcError as err:
+        print(f"pumlc: error: {err}", file=sys.stderr)
+        sys.exit(2)
