@@ -19,11 +19,12 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach every sub-command; each module only defines Typer functions and defers heavy imports."""
-    from pumlc_cli.commands import prepare, stats, synth
+    from pumlc_cli.commands import prepare, stats, synth, train
 
     app.add_typer(prepare.app, name="prepare")
     app.command("stats")(stats.stats)
     app.command("synth")(synth.synth)
+    app.command("train")(train.train)
 
 
 _register()

@@ -1,0 +1,109 @@
+"""Image datasets for training and inference, with augmentation that is a pure function of (seed, epoch, index).
+
+Seeding every sample's augmentation from its own generator makes a run independent of the worker count and lets
+an interrupted epoch resume mid-way with exactly the crops and flips it would have had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from pumlc_cli.errors import PumlcError
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+# The paper's multi-scale crop sizes at a 512 scale (512, 448, 384, 320, 256), as fractions of the scale size.
+CROP_FRACTIONS = (1.0, 0.875, 0.75, 0.625, 0.5)
+
+
+def open_rgb(path: Path, min_side: int | None = None) -> Image.Image:
+    """Open an image as RGB; JPEG draft mode decodes at a reduced size when the target is much smaller."""
+    try:
+        img = Image.open(path)
+        if min_side is not None and img.format == "JPEG":
+            img.draft("RGB", (min_side, min_side))
+        return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise PumlcError(f"{path}: cannot read image ({err.__class__.__name__}: {err})") from err
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL → normalised float CHW tensor (ImageNet statistics, as the pretrained backbones expect)."""
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(MEAN).view(3, 1, 1)
+    std = torch.tensor(STD).view(3, 1, 1)
+    return arr.sub_(mean).div_(std)
+
+
+class TrainTransform:
+    """Resize to `scale` (bicubic) → multi-scale random crop → resize to `size` → horizontal flip."""
+
+    def __init__(self, size: int, scale: int) -> None:
+        self.size = size
+        self.scale = scale
+        self.crops = [max(1, round(f * scale)) for f in CROP_FRACTIONS]
+
+    def __call__(self, img: Image.Image, gen: torch.Generator) -> torch.Tensor:
+        img = img.resize((self.scale, self.scale), Image.BICUBIC)
+        # Width and height scales are drawn separately but at most one step apart (a mild aspect jitter).
+        i = int(torch.randint(len(self.crops), (1,), generator=gen))
+        j = min(len(self.crops) - 1, max(0, i + int(torch.randint(-1, 2, (1,), generator=gen))))
+        w, h = self.crops[i], self.crops[j]
+        x0 = int(torch.randint(self.scale - w + 1, (1,), generator=gen))
+        y0 = int(torch.randint(self.scale - h + 1, (1,), generator=gen))
+        img = img.crop((x0, y0, x0 + w, y0 + h)).resize((self.size, self.size), Image.BICUBIC)
+        if float(torch.rand(1, generator=gen)) < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        return to_tensor(img)
+
+
+class EvalTransform:
+    """Deterministic square resize, as evaluation in the PU-MLC / ASL code does."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img: Image.Image, gen: torch.Generator | None = None) -> torch.Tensor:
+        return to_tensor(img.resize((self.size, self.size), Image.BICUBIC))
+
+
+class LabelledImages(Dataset):
+    """Images under `root` with an int8 target row each; yields (image, target, index)."""
+
+    def __init__(
+        self,
+        root: Path,
+        images: Sequence[str],
+        targets: np.ndarray,
+        transform: TrainTransform | EvalTransform,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        self.images = list(images)
+        self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int8))
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        decode_side = getattr(self.transform, "scale", None) or self.transform.size
+        img = open_rgb(self.root / self.images[index], decode_side)
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        return self.transform(img, gen), self.targets[index], index
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed for one sample of one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -1,0 +1,73 @@
+"""Batched inference shared by validation and `pumlc eval`: sharded across ranks, gathered in index order."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pumlc_cli.data import EvalTransform, LabelledImages
+from pumlc_cli.dist import DistInfo, gather_rows
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on the device, or nothing."""
+    if amp in {"bf16", "fp16"}:
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def shard_loader(
+    dataset: LabelledImages, info: DistInfo, batch_size: int, workers: int
+) -> DataLoader:
+    """Each rank takes indices rank, rank+world, …: every image exactly once, none dropped or repeated."""
+    indices = list(range(info.rank, len(dataset), info.world))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=indices,
+        num_workers=workers,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    loader: DataLoader,
+    info: DistInfo,
+    amp: str,
+    channels_last: bool,
+    num_classes: int,
+) -> np.ndarray:
+    """Sigmoid scores for every image of the loader's dataset, on every rank, rows in dataset order."""
+    was_training = model.training
+    model.eval()
+    idx_parts: list[torch.Tensor] = []
+    prob_parts: list[torch.Tensor] = []
+    for images, _, indices in loader:
+        images = images.to(info.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(info.device, amp):
+            logits = model(images)
+        prob_parts.append(torch.sigmoid(logits.float()).cpu())
+        idx_parts.append(indices)
+    model.train(was_training)
+    idx = torch.cat(idx_parts) if idx_parts else torch.zeros(0, dtype=torch.long)
+    probs = torch.cat(prob_parts) if prob_parts else torch.zeros(0, num_classes)
+    all_idx, all_probs = gather_rows(idx, probs, info)
+    expected = len(loader.dataset)
+    if all_idx.numel() != expected or not torch.equal(all_idx, torch.arange(expected)):
+        raise RuntimeError(f"sharded inference covered {all_idx.numel()} of {expected} images")
+    return all_probs.double().numpy()
+
+
+def eval_dataset(root, images, targets, image_size: int) -> LabelledImages:
+    """A dataset with the deterministic evaluation transform."""
+    return LabelledImages(root, images, targets, EvalTransform(image_size))

@@ -1,0 +1,48 @@
+"""Re-launch `pumlc train` under torchrun for several processes per node or several nodes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from pumlc_cli.config import TrainConfig
+
+
+def free_port() -> int:
+    """An unused loopback port for a single-node rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def torchrun_command(cfg: TrainConfig, config_path: Path) -> list[str]:
+    """`python -m torch.distributed.run … -m pumlc_cli train DATA --out RUN --config RUN/config.json`.
+
+    The children read every resolved option from config.json, so they run exactly what the parent resolved.
+    """
+    port = cfg.master_port or (free_port() if cfg.nnodes == 1 else 29500)
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={cfg.world_procs_per_node()}",
+        f"--nnodes={cfg.nnodes}",
+        f"--node_rank={cfg.node_rank}",
+        f"--master_addr={cfg.master_addr}",
+        f"--master_port={port}",
+        "-m",
+        "pumlc_cli",
+        "train",
+        cfg.data,
+        "--out",
+        cfg.out,
+        "--config",
+        str(config_path),
+    ]
+
+
+def relaunch(cfg: TrainConfig, config_path: Path) -> int:
+    """Run torchrun in the foreground; its exit status becomes ours (Ctrl-C reaches the workers through it)."""
+    return subprocess.call(torchrun_command(cfg, config_path))

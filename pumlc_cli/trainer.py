@@ -1,0 +1,401 @@
+"""The training loop: one process or one torchrun rank. Validation on the val split selects the best epoch.
+
+Global batches are identical whatever the world size (rank r takes its slice of each global batch), and every
+random draw is a function of (seed, epoch, step, index), so a run resumed mid-epoch or on another process count
+follows the same trajectory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pumlc_cli import dist
+from pumlc_cli.checkpoint import check_classes, load_checkpoint, save_checkpoint
+from pumlc_cli.config import TrainConfig
+from pumlc_cli.data import LabelledImages, TrainTransform, sample_seed
+from pumlc_cli.ema import ModelEma
+from pumlc_cli.errors import PumlcError
+from pumlc_cli.inference import autocast_context, eval_dataset, predict_probs, shard_loader
+from pumlc_cli.metrics import multilabel_metrics
+
+console = Console(stderr=True)
+# In a distributed run ranks agree on a stop request every this many steps (one tiny all-reduce).
+STOP_SYNC_EVERY = 5
+
+
+class Interrupted(Exception):
+    """Raised after a signal was handled and the checkpoint saved; carries the conventional exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def resolve_amp(cfg: TrainConfig, device: torch.device) -> str:
+    """`auto` = bf16 on a CUDA card that supports it, full precision on the CPU."""
+    if cfg.amp != "auto":
+        if cfg.amp not in {"none", "bf16", "fp16"}:
+            raise PumlcError(f"--amp must be auto, none, bf16 or fp16, not {cfg.amp!r}")
+        return cfg.amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "none"
+
+
+def loss_options(cfg: TrainConfig, dataset_kind: str) -> dict[str, Any]:
+    """PU's α, γ default to the paper's per-dataset values; explicit values and --config loss_options win."""
+    from pumlc_cli.losses import PU_DATASET_DEFAULTS
+
+    options: dict[str, Any] = dict(cfg.loss_options)
+    if cfg.loss == "pu":
+        defaults = PU_DATASET_DEFAULTS.get(dataset_kind, PU_DATASET_DEFAULTS["coco"])
+        options.setdefault("alpha", cfg.alpha if cfg.alpha is not None else defaults["alpha"])
+        options.setdefault("gamma", cfg.gamma if cfg.gamma is not None else defaults["gamma"])
+    return options
+
+
+def val_targets(observed: np.ndarray, policy: str) -> tuple[np.ndarray, str]:
+    """Targets for model selection: observed val labels; unknowns are ignored unless the split has no negatives.
+
+    With `--strip-negatives` and no clean val split, ignoring unknowns would leave only positives (AP = 1 for
+    every class), so `auto` then scores unknowns as negatives, as the single-positive literature does.
+    """
+    if policy == "auto":
+        policy = "ignore" if (observed == -1).any() else "negative"
+    if policy not in {"ignore", "negative"}:
+        raise PumlcError(f"--val-unknown must be auto, ignore or negative, not {policy!r}")
+    targets = observed.copy()
+    if policy == "negative":
+        targets[targets == 0] = -1
+    return targets, policy
+
+
+def epoch_indices(n: int, global_batch: int, steps: int, seed: int, epoch: int, info: dist.DistInfo) -> list[int]:
+    """This rank's slice of each global batch of the epoch's permutation (drop-last over global batches)."""
+    gen = torch.Generator().manual_seed(sample_seed(seed, epoch, -1))
+    perm = torch.randperm(n, generator=gen)[: steps * global_batch].view(steps, global_batch)
+    per_rank = global_batch // info.world
+    return perm[:, info.rank * per_rank : (info.rank + 1) * per_rank].reshape(-1).tolist()
+
+
+def _ignore_sigint(_: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which saves a checkpoint first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Trainer:
+    """Builds everything from a TrainConfig and runs epochs; rank 0 writes the run folder."""
+
+    def __init__(self, cfg: TrainConfig, info: dist.DistInfo) -> None:
+        from pumlc_cli import load_prepared
+        from pumlc_cli.losses import build_loss
+        from pumlc_cli.models import build_model, set_trainable
+
+        self.cfg = cfg
+        self.info = info
+        self.run_dir = Path(cfg.out)
+        self.prepared = load_prepared(cfg.data)
+        self.classes = list(self.prepared.classes)
+        self.amp = resolve_amp(cfg, info.device)
+        if cfg.batch_size % info.world:
+            raise PumlcError(f"--batch-size {cfg.batch_size} must be divisible by the {info.world} processes")
+        train = self.prepared.split_data("train")
+        if len(train.images) < cfg.batch_size:
+            raise PumlcError(f"{cfg.data}: {len(train.images)} training images < --batch-size {cfg.batch_size}")
+        self.train_set = LabelledImages(
+            self.prepared.image_root,
+            train.images,
+            train.observed,
+            TrainTransform(cfg.image_size, cfg.scale_size),
+            seed=cfg.seed,
+        )
+        val = self.prepared.split_data("val")
+        self.val_targets, self.val_policy = val_targets(val.observed, cfg.val_unknown)
+        self.val_set = eval_dataset(self.prepared.image_root, val.images, val.observed, cfg.image_size)
+        self.steps_per_epoch = len(train.images) // cfg.batch_size
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(
+            cfg.model,
+            len(self.classes),
+            local_global=cfg.local_global,
+            pretrained=cfg.pretrained,
+            pretrained_path=cfg.pretrained_path,
+            head=cfg.head,
+        )
+        self.params = set_trainable(self.model, cfg.train_policy)
+        self.model.to(info.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.ema = ModelEma(self.model, cfg.ema_decay)
+        fused = {"fused": True} if info.device.type == "cuda" else {}
+        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(cfg.optimizer)
+        if opt_cls is None:
+            raise PumlcError(f"--optimizer must be adam or adamw, not {cfg.optimizer!r}")
+        self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=cfg.lr, total_steps=max(1, self.total_steps), pct_start=cfg.pct_start
+        )
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == "fp16")
+        self.loss_fn = build_loss(
+            cfg.loss, len(self.classes), **loss_options(cfg, self.prepared.manifest.get("dataset", "coco"))
+        )
+        self.use_mixup = cfg.loss == "pu" and cfg.mixup_weight > 0
+        self.net: torch.nn.Module = self.model
+        if info.distributed:
+            device_ids = [info.local_rank] if info.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1, "weights": None}
+        self.history: list[dict[str, Any]] = []
+        self.stop_signal: int | None = None
+        self.writer = self._tensorboard() if info.is_main else None
+
+    # ----------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "config": dataclasses.asdict(self.cfg),
+            "classes": self.classes,
+            "manifest_hash": self.prepared.manifest_hash,
+            "best": self.best,
+            "history": self.history,
+            "torch_version": torch.__version__,
+        }
+
+    def restore(self, path: Path) -> None:
+        payload = load_checkpoint(path)
+        check_classes(payload, self.classes, path, Path(self.cfg.data))
+        if payload.get("manifest_hash") != self.prepared.manifest_hash:
+            raise PumlcError(
+                f"{path}: was trained on a different prepared folder than {self.cfg.data} (manifest differs); "
+                "resume needs the same data"
+            )
+        self.model.load_state_dict(payload["model"])
+        self.ema.load_state_dict(payload["ema"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.epoch = int(payload["epoch"])
+        self.step_in_epoch = int(payload["step_in_epoch"])
+        self.global_step = int(payload["global_step"])
+        self.best = dict(payload["best"])
+        self.history = list(payload["history"])
+
+    def _tensorboard(self) -> Any:
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise PumlcError("--tensorboard needs the tensorboard package: pip install 'pumlc[tensorboard]'") from err
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> torch.utils.data.DataLoader:
+        self.train_set.set_epoch(self.epoch)
+        indices = epoch_indices(
+            len(self.train_set), self.cfg.batch_size, self.steps_per_epoch, self.cfg.seed, self.epoch, self.info
+        )
+        per_rank = self.cfg.batch_size // self.info.world
+        return torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=per_rank,
+            sampler=indices[self.step_in_epoch * per_rank :],
+            num_workers=self.cfg.workers,
+            pin_memory=self.info.device.type == "cuda",
+            worker_init_fn=_ignore_sigint,
+            persistent_workers=False,
+        )
+
+    def _step(self, images: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        from pumlc_cli.losses import mixup_regulariser
+
+        torch.manual_seed(sample_seed(self.cfg.seed, self.global_step, -2))
+        images = images.to(self.info.device, non_blocking=True)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        observed = observed.to(self.info.device, non_blocking=True)
+        with autocast_context(self.info.device, self.amp):
+            logits = self.net(images)
+            loss = self.loss_fn(logits, observed)
+            if self.use_mixup:
+                gen = torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.global_step, -3))
+                reg = mixup_regulariser(self.net, images, logits, observed, beta=self.cfg.mixup_beta, generator=gen)
+                loss = loss + self.cfg.mixup_weight * reg
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.ema.update()
+        return loss.detach()
+
+    def _should_stop(self) -> bool:
+        if self.cfg.max_steps and self.global_step >= self.cfg.max_steps:
+            return True
+        if not self.info.distributed:
+            return self.stop_signal is not None
+        if self.global_step % STOP_SYNC_EVERY:
+            return False
+        return dist.any_rank(self.stop_signal is not None, self.info)
+
+    def validate(self) -> dict[str, Any]:
+        """mAP over the val split's known labels, for the regular and the EMA weights."""
+        if len(self.val_set) == 0:
+            return {}
+        loader = shard_loader(self.val_set, self.info, max(1, self.cfg.batch_size // self.info.world * 2),
+                              self.cfg.workers)
+        out = {}
+        for name, net in (("regular", self.model), ("ema", self.ema.module)):
+            probs = predict_probs(net, loader, self.info, self.amp, self.cfg.channels_last, len(self.classes))
+            out[name] = multilabel_metrics(probs, self.val_targets)["mAP"]
+        return out
+
+    def run(self) -> None:
+        cfg, info = self.cfg, self.info
+        if info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            console.print(
+                f"[bold]pumlc train[/] {cfg.loss} on {len(self.train_set)} train / {len(self.val_set)} val images, "
+                f"{len(self.classes)} classes, {info.world} process(es) on {info.device.type}, amp={self.amp}, "
+                f"val unknowns: {self.val_policy}"
+            )
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        with Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.0f} img/s"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not info.is_main,
+        ) as progress:
+            while self.epoch < cfg.epochs:
+                task = progress.add_task(
+                    "train", total=self.steps_per_epoch, completed=self.step_in_epoch,
+                    epoch=f"{self.epoch + 1}/{cfg.epochs}", loss=0.0, lr=self.scheduler.get_last_lr()[0], ips=0.0,
+                )
+                loss_sum = torch.zeros((), device=info.device)
+                n_steps = 0
+                t0 = time.perf_counter()
+                for images, observed, _ in self._loader():
+                    loss_sum += self._step(images, observed)
+                    n_steps += 1
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    if n_steps % 10 == 0 or self.step_in_epoch == self.steps_per_epoch:
+                        elapsed = time.perf_counter() - t0
+                        progress.update(task, completed=self.step_in_epoch, loss=float(loss_sum) / n_steps,
+                                        lr=self.scheduler.get_last_lr()[0],
+                                        ips=n_steps * cfg.batch_size / max(elapsed, 1e-9))
+                    if self._should_stop():
+                        return self._stop(progress)
+                train_loss = float(loss_sum) / max(1, n_steps)
+                elapsed = time.perf_counter() - t0
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self._end_epoch(train_loss, n_steps * cfg.batch_size / max(elapsed, 1e-9), progress)
+                progress.remove_task(task)
+
+    def _end_epoch(self, train_loss: float, ips: float, progress: Progress) -> None:
+        scores = self.validate()
+        record = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "train_loss": train_loss,
+            "lr": self.scheduler.get_last_lr()[0],
+            "images_per_s": ips,
+            "val_mAP": scores.get("regular"),
+            "val_mAP_ema": scores.get("ema"),
+        }
+        self.history.append(record)
+        improved = False
+        if scores:
+            weights, value = max(scores.items(), key=lambda kv: kv[1])
+            if value > self.best["mAP"]:
+                self.best = {"mAP": value, "epoch": self.epoch, "weights": weights}
+                improved = True
+        if self.info.is_main:
+            state = self.state()
+            save_checkpoint(self.run_dir / "last.pt", state)
+            if improved or not scores:
+                save_checkpoint(self.run_dir / "best.pt", state)
+            self._write_history()
+            if self.writer is not None:
+                for key, value in record.items():
+                    if key not in {"epoch", "step"} and value is not None:
+                        self.writer.add_scalar(key, value, self.global_step)
+            val = (
+                f"val mAP {scores['regular']:.2f} (EMA {scores['ema']:.2f})" if scores else "no val split"
+            )
+            progress.console.print(
+                f"epoch {self.epoch}/{self.cfg.epochs}: loss {train_loss:.4f}, {val}, {ips:.0f} img/s"
+                + (" [green]best[/]" if improved else "")
+            )
+        dist.barrier(self.info)
+
+    def _stop(self, progress: Progress) -> None:
+        if self.info.is_main:
+            save_checkpoint(self.run_dir / "last.pt", self.state())
+        dist.barrier(self.info)
+        where = f"epoch {self.epoch + 1} step {self.step_in_epoch}/{self.steps_per_epoch}"
+        if self.stop_signal is None and self.cfg.max_steps:
+            if self.info.is_main:
+                progress.console.print(f"stopped after --max-steps {self.cfg.max_steps} at {where}; saved last.pt")
+            return
+        sig = self.stop_signal or signal.SIGTERM
+        raise Interrupted(
+            128 + int(sig),
+            f"interrupted ({signal.Signals(sig).name}) at {where}; saved {self.run_dir / 'last.pt'}; "
+            f"continue with: pumlc train {self.cfg.data} --out {self.cfg.out} --resume",
+        )
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_signal = signum
+
+    def _write_history(self) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history))
+        os.replace(tmp, path)
+
+
+def run_training(cfg: TrainConfig) -> None:
+    """Entry point of one process: join the group, train (or resume), leave the group."""
+    info = dist.setup(cfg.resolved_device())
+    try:
+        trainer = Trainer(cfg, info)
+        if cfg.resume:
+            trainer.restore(Path(cfg.out) / "last.pt")
+        trainer.run()
+    finally:
+        dist.teardown(info)
