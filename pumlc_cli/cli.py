@@ -19,12 +19,15 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach every sub-command; each module only defines Typer functions and defers heavy imports."""
-    from pumlc_cli.commands import prepare, stats, synth, train
+    from pumlc_cli.commands import eval as eval_cmd
+    from pumlc_cli.commands import predict, prepare, stats, synth, train
 
     app.add_typer(prepare.app, name="prepare")
     app.command("stats")(stats.stats)
     app.command("synth")(synth.synth)
     app.command("train")(train.train)
+    app.command("eval")(eval_cmd.eval_command)
+    app.command("predict")(predict.predict)
 
 
 _register()

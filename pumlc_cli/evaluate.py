@@ -1,0 +1,104 @@
+"""Evaluation of a checkpoint on a prepared split: scores for regular and EMA weights, then metrics.
+
+Test targets are the truth (a VOC difficult-only class is 0 there and so ignored); `mask_unknown` scores against
+the observed labels instead, for data that has no truth beyond what was annotated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pumlc_cli import dist
+from pumlc_cli.checkpoint import check_classes
+from pumlc_cli.errors import PumlcError
+from pumlc_cli.inference import eval_dataset, predict_probs, shard_loader
+from pumlc_cli.metrics import multilabel_metrics, voc11_average_precision
+
+WEIGHTS = ("regular", "ema")
+
+
+def model_from_checkpoint(payload: dict[str, Any], weights: str, device: torch.device) -> nn.Module:
+    """Rebuild the architecture from the saved config and load the chosen weights (no download)."""
+    from pumlc_cli.models import build_model
+
+    cfg = payload["config"]
+    model = build_model(
+        cfg["model"],
+        len(payload["classes"]),
+        local_global=cfg["local_global"],
+        pretrained=False,
+        pretrained_path=None,
+        head=cfg["head"],
+    )
+    state = payload["model"] if weights == "regular" else payload["ema"]["module"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise PumlcError(f"checkpoint weights do not fit model {cfg['model']!r}: {str(err).splitlines()[0]}") from err
+    model.to(device).eval()
+    if cfg.get("channels_last", True):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def selected_weights(payload: dict[str, Any]) -> str:
+    """The weights that won on the val split during training (EMA when no selection was recorded)."""
+    return (payload.get("best") or {}).get("weights") or "ema"
+
+
+@dataclass
+class EvalResult:
+    images: list[str]
+    targets: np.ndarray
+    scores: dict[str, np.ndarray]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def evaluate(
+    payload: dict[str, Any],
+    ckpt_path: Path,
+    data: Path,
+    split: str,
+    *,
+    threshold: float,
+    mask_unknown: bool,
+    voc11: bool,
+    batch_size: int,
+    workers: int,
+    info: dist.DistInfo,
+    amp: str,
+) -> EvalResult:
+    """Score every image of the split (sharded across ranks, gathered in order) and compute metrics."""
+    from pumlc_cli import load_prepared
+
+    prepared = load_prepared(data)
+    check_classes(payload, list(prepared.classes), ckpt_path, data)
+    part = prepared.split_data(split)
+    if not part.images:
+        raise PumlcError(f"{data}: split {split!r} has no images")
+    targets = part.observed if mask_unknown else part.truth
+    image_size = int(payload["config"]["image_size"])
+    dataset = eval_dataset(prepared.image_root, part.images, targets, image_size)
+    loader = shard_loader(dataset, info, batch_size, workers)
+    result = EvalResult(images=list(part.images), targets=np.asarray(targets), scores={})
+    channels_last = bool(payload["config"].get("channels_last", True))
+    for weights in WEIGHTS:
+        model = model_from_checkpoint(payload, weights, info.device)
+        result.scores[weights] = predict_probs(model, loader, info, amp, channels_last, len(prepared.classes))
+        result.metrics[weights] = compute_metrics(result.scores[weights], result.targets, threshold, voc11)
+    return result
+
+
+def compute_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float, voc11: bool) -> dict[str, Any]:
+    metrics = multilabel_metrics(scores, targets, threshold=threshold, top_k=3)
+    if voc11:
+        ap11 = voc11_average_precision(scores, targets)
+        metrics["per_class_ap11"] = ap11
+        metrics["mAP11"] = float(np.nanmean(ap11) * 100) if np.isfinite(ap11).any() else float("nan")
+    return metrics
