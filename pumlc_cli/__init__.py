@@ -1,1 +1,18 @@
-"""pumlc: multi-label classification from positive labels only (PU-MLC)."""
+"""pumlc: multi-label classification from positive labels only (PU-MLC).
+
+`pumlc_cli.load_prepared(path)` is resolved lazily so that importing the package stays cheap (no torch).
+"""
+
+from __future__ import annotations
+
+_LAZY = {"load_prepared": "pumlc_cli.prepared", "Prepared": "pumlc_cli.prepared", "SplitData": "pumlc_cli.prepared"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pumlc_cli' has no attribute {name!r}")

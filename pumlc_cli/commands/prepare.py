@@ -1,0 +1,327 @@
+"""`pumlc prepare coco|voc|csv`: read annotations, corrupt the training labels, write a prepared folder.
+
+Only numpy/pandas/pyarrow are imported here (no torch), so preparing data stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pumlc_cli.corrupt import CorruptionSpec, check_seed
+from pumlc_cli.errors import PumlcError
+
+app = typer.Typer(
+    help="Read annotations (COCO, VOC or CSV), corrupt the training labels, write a prepared folder.",
+    no_args_is_help=True,
+)
+
+_C = "Corruption of train (and val) labels"
+_S = "Splits and policies"
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Prepared folder to create (refused if it exists).")]
+Partial = Annotated[
+    float | None,
+    typer.Option(
+        help="Keep each (image, class) label known with probability P (HCP / PU-MLC mask).",
+        rich_help_panel=_C,
+    ),
+]
+SinglePositive = Annotated[
+    bool, typer.Option("--single-positive", help="Keep one observed positive per image.", rich_help_panel=_C)
+]
+DropPositives = Annotated[
+    float | None,
+    typer.Option(help="Each observed positive becomes unknown with probability R.", rich_help_panel=_C),
+]
+NoiseFn = Annotated[
+    float, typer.Option(help="A true positive is annotated negative with probability R.", rich_help_panel=_C)
+]
+NoiseFp = Annotated[
+    float, typer.Option(help="A true negative is annotated positive with probability R.", rich_help_panel=_C)
+]
+NoiseFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="CSV 'class,fn,fp' with per-class noise rates (override --noise-fn/--noise-fp).",
+        rich_help_panel=_C,
+    ),
+]
+StripNegatives = Annotated[
+    bool,
+    typer.Option(
+        "--strip-negatives",
+        help="Every observed negative becomes unknown (positive-unlabeled).",
+        rich_help_panel=_C,
+    ),
+]
+Seed = Annotated[int, typer.Option(help="Seed of every random step (0 reproduces the HCP / PU-MLC mask).")]
+ValFraction = Annotated[
+    float, typer.Option(help="Share of the training file held out as validation.", rich_help_panel=_S)
+]
+CleanVal = Annotated[
+    bool,
+    typer.Option(
+        "--clean-val",
+        help="Validation keeps the true labels (default: corrupted like train).",
+        rich_help_panel=_S,
+    ),
+]
+EmptyImages = Annotated[
+    str, typer.Option(help="Images without any annotation: keep | drop.", rich_help_panel=_S)
+]
+CheckImages = Annotated[
+    bool,
+    typer.Option(
+        "--check-images", help="Verify that every listed image exists and opens.", rich_help_panel=_S
+    ),
+]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")]
+
+
+def _spec(
+    partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives
+) -> CorruptionSpec:
+    spec = CorruptionSpec(
+        noise_fn=noise_fn,
+        noise_fp=noise_fp,
+        noise_file=noise_file,
+        partial=partial,
+        single_positive=single_positive,
+        drop_positives=drop_positives,
+        strip_negatives=strip_negatives,
+    )
+    spec.validate()
+    return spec
+
+
+def _precheck(out: Path, force: bool, seed: int, val_fraction: float, empty_images: str) -> None:
+    """Cheap checks before any file is read."""
+    check_seed(seed)
+    if not 0.0 <= val_fraction < 1.0:
+        raise PumlcError(f"--val-fraction must be within [0, 1), got {val_fraction}")
+    if empty_images not in ("keep", "drop"):
+        raise PumlcError(f"--empty-images must be keep or drop, got {empty_images!r}")
+    if out.exists() and not force:
+        raise PumlcError(f"{out}: already exists (use --force to replace it)")
+
+
+def _finish(table, out: Path, spec: CorruptionSpec, **kw) -> None:
+    from pumlc_cli.prepared import prepare_dataset
+
+    manifest = prepare_dataset(table, out, spec=spec, **kw)
+    _summary(out, manifest)
+
+
+def _summary(out: Path, manifest: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = manifest["counts"]
+    tab = Table(title=f"prepared {out}", show_header=True, header_style="bold")
+    tab.add_column("split")
+    tab.add_column("images", justify="right")
+    for s in ("train", "val", "test"):
+        tab.add_row(s, str(counts[s]))
+    console = Console()
+    console.print(tab)
+    src = manifest["source"]
+    console.print(
+        f"{len(manifest['classes'])} classes ({src.get('class_source')}), "
+        f"{counts['empty_in_source']} empty image(s) {'dropped' if counts['dropped_empty'] else 'kept'}; "
+        f"images under {manifest['image_root']}"
+    )
+    steps = manifest["corruptions"]
+    if steps:
+        desc = []
+        for st in steps:
+            params = {k: v for k, v in st.items() if k in ("fn", "fp", "p", "r")}
+            desc.append(
+                st["step"] + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+            )
+        where = " + ".join(manifest["corrupted_splits"])
+        console.print(f"corruptions on {where} (seed {manifest['seed']}): " + " -> ".join(desc))
+    else:
+        console.print("no corruption: observed labels equal the truth")
+    console.print(f"next: pumlc stats {out}")
+
+
+@app.command("coco")
+def coco(
+    out: Out,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="COCO root holding annotations/instances_{train,val}2014.json and {train,val}2014/."
+        ),
+    ] = None,
+    train_ann: Annotated[
+        Path | None,
+        typer.Option(help="Training instances file (default ROOT/annotations/instances_train2014.json)."),
+    ] = None,
+    test_ann: Annotated[
+        Path | None,
+        typer.Option(
+            help="Test instances file (default ROOT/annotations/instances_val2014.json; none without --root)."
+        ),
+    ] = None,
+    train_images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Training image folder (default: beside the annotations folder, named after the file, e.g. ROOT/train2014)."
+        ),
+    ] = None,
+    test_images: Annotated[
+        Path | None, typer.Option(help="Test image folder (default e.g. ROOT/val2014).")
+    ] = None,
+    partial: Partial = None,
+    single_positive: SinglePositive = False,
+    drop_positives: DropPositives = None,
+    noise_fn: NoiseFn = 0.0,
+    noise_fp: NoiseFp = 0.0,
+    noise_file: NoiseFile = None,
+    strip_negatives: StripNegatives = False,
+    seed: Seed = 0,
+    val_fraction: ValFraction = 0.1,
+    clean_val: CleanVal = False,
+    empty_images: EmptyImages = "keep",
+    check_images: CheckImages = False,
+    force: Force = False,
+) -> None:
+    """MS-COCO instances files: train2014 -> train + val, val2014 -> test (crowd annotations count as positives).
+
+    With --train-ann and no --root, --test-ann is optional: without it there is no test split.
+    """
+    from pumlc_cli.readers.coco import read_coco
+
+    spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
+    _precheck(out, force, seed, val_fraction, empty_images)
+    if root is None and train_ann is None:
+        raise PumlcError("give --root (a COCO folder) or --train-ann (an instances file)")
+    if root is not None and not root.is_dir():
+        raise PumlcError(f"{root}: COCO root folder not found")
+    if train_ann is None:
+        train_ann = root / "annotations" / "instances_train2014.json"
+    if test_ann is None and root is not None:
+        test_ann = root / "annotations" / "instances_val2014.json"
+    if (
+        train_images is None
+        and root is not None
+        and train_ann == root / "annotations" / "instances_train2014.json"
+    ):
+        train_images = root / "train2014"
+    if (
+        test_images is None
+        and root is not None
+        and test_ann == root / "annotations" / "instances_val2014.json"
+    ):
+        test_images = root / "val2014"
+    table = read_coco(train_ann, test_ann, train_images, test_images)
+    _finish(
+        table,
+        out,
+        spec,
+        seed=seed,
+        val_fraction=val_fraction,
+        clean_val=clean_val,
+        empty_images=empty_images,
+        check_images=check_images,
+        force=force,
+    )
+
+
+@app.command("voc")
+def voc(
+    out: Out,
+    root: Annotated[
+        Path, typer.Option(help="VOC year folder, e.g. VOCdevkit/VOC2007 (Annotations/, ImageSets/Main/).")
+    ],
+    voc_difficult: Annotated[
+        str,
+        typer.Option(
+            help="Class present only as 'difficult' objects: ignore (unknown) | negative (PU-MLC code) | positive.",
+            rich_help_panel=_S,
+        ),
+    ] = "ignore",
+    partial: Partial = None,
+    single_positive: SinglePositive = False,
+    drop_positives: DropPositives = None,
+    noise_fn: NoiseFn = 0.0,
+    noise_fp: NoiseFp = 0.0,
+    noise_file: NoiseFile = None,
+    strip_negatives: StripNegatives = False,
+    seed: Seed = 0,
+    val_fraction: ValFraction = 0.1,
+    clean_val: CleanVal = False,
+    empty_images: EmptyImages = "keep",
+    check_images: CheckImages = False,
+    force: Force = False,
+) -> None:
+    """PASCAL VOC devkit: trainval -> train + val, test -> test (test.txt optional)."""
+    from pumlc_cli.readers.voc import read_voc
+
+    spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
+    _precheck(out, force, seed, val_fraction, empty_images)
+    table = read_voc(root, difficult=voc_difficult)
+    _finish(
+        table,
+        out,
+        spec,
+        seed=seed,
+        val_fraction=val_fraction,
+        clean_val=clean_val,
+        empty_images=empty_images,
+        check_images=check_images,
+        force=force,
+    )
+
+
+@app.command("csv")
+def csv_(
+    out: Out,
+    train: Annotated[Path, typer.Option(help="CSV with header 'image,labels' (train -> train + val).")],
+    images: Annotated[Path, typer.Option(help="Folder the image paths in the CSV files are relative to.")],
+    test: Annotated[Path | None, typer.Option(help="CSV of the test split (same format).")] = None,
+    sep: Annotated[
+        str, typer.Option(help="Separator between the class names of one image (default: whitespace).")
+    ] = " ",
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Class list: a file with one name per line, or comma-separated names (default: inferred, sorted)."
+        ),
+    ] = None,
+    partial: Partial = None,
+    single_positive: SinglePositive = False,
+    drop_positives: DropPositives = None,
+    noise_fn: NoiseFn = 0.0,
+    noise_fp: NoiseFp = 0.0,
+    noise_file: NoiseFile = None,
+    strip_negatives: StripNegatives = False,
+    seed: Seed = 0,
+    val_fraction: ValFraction = 0.1,
+    clean_val: CleanVal = False,
+    empty_images: EmptyImages = "keep",
+    check_images: CheckImages = False,
+    force: Force = False,
+) -> None:
+    """Your own labels: CSV files 'image,labels' (listed classes positive, all others negative)."""
+    from pumlc_cli.readers.csv_reader import parse_class_list, read_csv_labels
+
+    spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
+    _precheck(out, force, seed, val_fraction, empty_images)
+    class_list = parse_class_list(classes) if classes is not None else None
+    table = read_csv_labels(train, test, images, sep=sep, classes=class_list)
+    _finish(
+        table,
+        out,
+        spec,
+        seed=seed,
+        val_fraction=val_fraction,
+        clean_val=clean_val,
+        empty_images=empty_images,
+        check_images=check_images,
+        force=force,
+    )

@@ -1,0 +1,279 @@
+"""The prepared folder: `labels.parquet` + `manifest.json`, written atomically, read back by `load_prepared`.
+
+Why a folder with a manifest: training and evaluation must be able to say exactly which labels (source files,
+policies, corruptions, seeds) they ran on; `Prepared.manifest_hash` identifies it in checkpoints and reports.
+Why byte-identical output: the Parquet file is written without timestamps or pandas metadata and with pinned
+writer options, so the same inputs, options and seed give the same bytes (and the same hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pumlc_cli.corrupt import CorruptionSpec, apply_corruptions, check_seed
+from pumlc_cli.errors import PumlcError
+from pumlc_cli.readers import LabelTable
+from pumlc_cli.splits import carve_validation
+
+LABELS_FILE = "labels.parquet"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+EMPTY_POLICIES = ("keep", "drop")
+
+
+def toolkit_version() -> str:
+    try:
+        return importlib.metadata.version("pumlc")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split's image paths (relative to the image root) and its int8 [N, C] truth and observed labels."""
+
+    images: list[str]
+    truth: np.ndarray
+    observed: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Prepared:
+    """A prepared folder loaded in memory (see `load_prepared`)."""
+
+    path: Path
+    frame: object  # pandas.DataFrame: image, split, truth:<c>..., observed:<c>...
+    manifest: dict
+    classes: list[str]
+    image_root: Path
+    manifest_hash: str
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names present in the table, in train/val/test order."""
+        present = set(self.frame["split"].unique())
+        return [s for s in SPLITS if s in present]
+
+    def split_data(self, name: str) -> SplitData:
+        """Rows of split `name` ("train", "val", "test"; an absent split gives empty arrays)."""
+        if name not in SPLITS:
+            raise PumlcError(f"unknown split {name!r}: expected one of {', '.join(SPLITS)}")
+        if name not in self._cache:
+            rows = self.frame[self.frame["split"] == name]
+            truth = rows[[f"truth:{c}" for c in self.classes]].to_numpy(dtype=np.int8)
+            observed = rows[[f"observed:{c}" for c in self.classes]].to_numpy(dtype=np.int8)
+            self._cache[name] = SplitData(rows["image"].astype(str).tolist(), truth, observed)
+        return self._cache[name]
+
+    def image_path(self, rel: str) -> Path:
+        """Absolute path of an image listed in the table."""
+        return self.image_root / rel
+
+
+def load_prepared(path: str | Path) -> Prepared:
+    """Read a folder written by `pumlc prepare`; a missing or damaged folder is a `PumlcError`."""
+    import pandas as pd
+
+    path = Path(path)
+    man_file, lab_file = path / MANIFEST_FILE, path / LABELS_FILE
+    if not path.is_dir():
+        raise PumlcError(f"{path}: prepared folder not found (create it with `pumlc prepare`)")
+    try:
+        raw = man_file.read_bytes()
+    except OSError:
+        raise PumlcError(f"{man_file}: missing (not a folder written by `pumlc prepare`)") from None
+    try:
+        manifest = json.loads(raw)
+        classes = [str(c) for c in manifest["classes"]]
+        image_root = Path(manifest["image_root"])
+    except (ValueError, KeyError, TypeError):
+        raise PumlcError(f"{man_file}: malformed manifest") from None
+    try:
+        frame = pd.read_parquet(lab_file)
+    except FileNotFoundError:
+        raise PumlcError(f"{lab_file}: missing") from None
+    except Exception as err:  # pyarrow raises several types for damaged files
+        raise PumlcError(f"{lab_file}: cannot read ({err})") from None
+    expected = ["image", "split"] + [f"truth:{c}" for c in classes] + [f"observed:{c}" for c in classes]
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise PumlcError(f"{lab_file}: missing columns {', '.join(missing[:5])}")
+    return Prepared(
+        path=path,
+        frame=frame,
+        manifest=manifest,
+        classes=classes,
+        image_root=image_root,
+        manifest_hash=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _arrow_table(images: list[str], split: np.ndarray, truth: np.ndarray, observed: np.ndarray, classes):
+    import pyarrow as pa
+
+    cols = {"image": pa.array(images, type=pa.string()), "split": pa.array(split.tolist(), type=pa.string())}
+    for j, c in enumerate(classes):
+        cols[f"truth:{c}"] = pa.array(np.ascontiguousarray(truth[:, j]), type=pa.int8())
+    for j, c in enumerate(classes):
+        cols[f"observed:{c}"] = pa.array(np.ascontiguousarray(observed[:, j]), type=pa.int8())
+    return pa.table(cols)
+
+
+def manifest_text(manifest: dict) -> str:
+    """Indented JSON, but lists of plain values (class names, ids, shapes) on one line."""
+
+    def collapse(match: re.Match) -> str:
+        items = [x.strip() for x in match.group(1).split(",\n")]
+        return "[" + ", ".join(items) + "]"
+
+    text = json.dumps(manifest, indent=2, ensure_ascii=False)
+    return _SCALAR_LIST.sub(collapse, text) + "\n"
+
+
+_SCALAR_LIST = re.compile(r"\[\n((?:\s*(?:-?[\d.eE+-]+|\"(?:[^\"\\]|\\.)*\"|true|false|null),?\n)+)\s*\]")
+
+
+def write_prepared(out: Path, table, manifest: dict, force: bool = False) -> None:
+    """Write both files into a temporary folder beside `out`, then rename it into place."""
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise PumlcError(f"{out}: already exists (use --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        pq.write_table(
+            table,
+            tmp / LABELS_FILE,
+            version="2.6",
+            compression="zstd",
+            compression_level=3,
+            use_dictionary=True,
+            write_statistics=True,
+            row_group_size=1 << 20,
+            data_page_size=1 << 20,
+            store_schema=False,
+        )
+        (tmp / MANIFEST_FILE).write_text(manifest_text(manifest), encoding="utf-8")
+        if out.exists() or out.is_symlink():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
+            out.rename(old)
+            try:
+                tmp.rename(out)
+            except OSError:
+                old.rename(out)
+                raise
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_image_files(table: LabelTable) -> None:
+    """Every listed image exists and opens as an image (header parsed and pixels decoded at reduced size)."""
+    from PIL import Image
+
+    for rel in table.images:
+        path = table.image_root / rel
+        if not path.is_file():
+            raise PumlcError(f"{path}: image listed in the annotations is missing")
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (32, 32))
+                im.load()
+        except Exception as err:
+            raise PumlcError(f"{path}: cannot be opened as an image ({err.__class__.__name__}: {err})") from None
+
+
+def prepare_dataset(
+    table: LabelTable,
+    out: Path,
+    *,
+    spec: CorruptionSpec | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    clean_val: bool = False,
+    empty_images: str = "keep",
+    check_images: bool = False,
+    force: bool = False,
+) -> dict:
+    """Empty-image policy -> (optional) image check -> corruptions on the training file -> val carve-out -> write.
+
+    Returns the manifest that was written.
+    """
+    spec = spec or CorruptionSpec()
+    spec.validate()
+    check_seed(seed)
+    if empty_images not in EMPTY_POLICIES:
+        raise PumlcError(f"--empty-images must be keep or drop, got {empty_images!r}")
+    n_read = len(table.images)
+    n_empty = int(table.empty.sum())
+    if empty_images == "drop":
+        table = table.subset(~table.empty)
+    if check_images:
+        check_image_files(table)
+
+    is_train = table.part == "train"
+    truth = table.truth
+    truth_tr = truth[is_train]
+    obs_tr, records = apply_corruptions(truth_tr, spec, seed, table.classes)
+    is_val, split_record = carve_validation(len(truth_tr), val_fraction, seed)
+    split_record["clean_val"] = clean_val
+    if clean_val:
+        obs_tr[is_val] = truth_tr[is_val]
+    observed = truth.copy()
+    observed[is_train] = obs_tr
+    split = np.full(len(table.images), "test", dtype=object)
+    split[np.flatnonzero(is_train)] = np.where(is_val, "val", "train")
+    split = split.astype(str)
+
+    policies = {"empty_images": empty_images, **table.info.get("policies", {})}
+    counts = {s: int((split == s).sum()) for s in SPLITS}
+    counts.update({"read": n_read, "empty_in_source": n_empty, "dropped_empty": n_empty if empty_images == "drop" else 0})
+    info = {k: v for k, v in table.info.items() if k != "policies"}
+    manifest = {
+        "format": "pumlc-prepared",
+        "format_version": FORMAT_VERSION,
+        "toolkit": {"name": "pumlc", "version": toolkit_version()},
+        "source": info,
+        "sources": table.sources,
+        "image_root": str(Path(table.image_root).resolve()),
+        "classes": list(table.classes),
+        "encoding": {"positive": 1, "negative": -1, "unknown": 0},
+        "policies": policies,
+        "seed": seed,
+        "corruptions": records,
+        "corrupted_splits": ["train"] if clean_val else ["train", "val"],
+        "validation": split_record,
+        "counts": counts,
+    }
+    arrow = _arrow_table(table.images, split, truth, observed, table.classes)
+    write_prepared(Path(out), arrow, manifest, force=force)
+    return manifest
