@@ -26,16 +26,17 @@ lint: install
 	$(BIN)/ruff format --check pumlc_cli tests bench
 
 demo: install
-	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+	$(BIN)/python -m pumlc_cli.demo $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/eval.py
 	$(BIN)/python bench/train_step.py
 
+# make reproduce DATASET=voc2007 DATA=/path/VOCdevkit/VOC2007 GPUS=2   (no DATA: the synth protocol on the CPU)
 reproduce: install
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pumlc_cli.reproduce --dataset "$(or $(DATASET),synth)" \
-		$(if $(DATA),--data "$(DATA)") --gpus "$(or $(GPUS),1)" --out "$(or $(OUT),results)"
+	$(BIN)/python -m pumlc_cli.reproduce --dataset "$(or $(DATASET),synth)" $(if $(DATA),--data "$(DATA)") \
+		--gpus "$(or $(GPUS),1)" --out "$(or $(OUT),results)" $(REPRODUCE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
