@@ -1,0 +1,127 @@
+"""Statistics of a prepared folder: how many labels, how noisy, how much is unknown.
+
+Definitions (per split or over all splits; truth entries that are unknown, e.g. VOC difficult-only, are left out
+of both rates):
+- label cardinality: mean number of true positives per image; density: cardinality / number of classes;
+- observed shares: the shares of all (image, class) entries observed positive / negative / unknown;
+- missed positives (false-negative rate): true positives annotated negative / true positives;
+- injected false positives (false-positive rate): true negatives annotated positive / true negatives;
+- unknown share: entries observed unknown / images;
+- precision: observed positives that are true positives / observed positives.
+Ratios with an empty denominator are None (null in JSON, "-" in tables).
+When the labels carry no truth beyond what was observed (a user's CSV without corruption), truth equals observed
+and the rates are zero by construction; the summary says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SORT_KEYS = {
+    "index": ("index", False),
+    "name": ("class", False),
+    "positives": ("true_positives", True),
+    "observed": ("observed_positives", True),
+    "fn": ("fn_rate", True),
+    "fp": ("fp_rate", True),
+    "unknown": ("unknown_share", True),
+    "precision": ("precision", False),
+}
+
+
+def _ratio(num: int | float, den: int | float) -> float | None:
+    return float(num) / float(den) if den else None
+
+
+def label_stats(truth: np.ndarray, observed: np.ndarray, classes: list[str]) -> dict:
+    """Summary, per-class rows and positives-per-image histograms for one (truth, observed) pair."""
+    truth = np.asarray(truth, dtype=np.int8)
+    observed = np.asarray(observed, dtype=np.int8)
+    n, c = truth.shape
+    t_pos, t_neg = truth == 1, truth == -1
+    o_pos, o_neg, o_unk = observed == 1, observed == -1, observed == 0
+    entries = n * c
+    card = t_pos.sum(axis=1)
+    o_card = o_pos.sum(axis=1)
+    summary = {
+        "images": int(n),
+        "classes": int(c),
+        "label_cardinality": _ratio(card.sum(), n),
+        "label_density": _ratio(card.sum(), entries),
+        "observed_cardinality": _ratio(o_card.sum(), n),
+        "observed_positive_share": _ratio(o_pos.sum(), entries),
+        "observed_negative_share": _ratio(o_neg.sum(), entries),
+        "observed_unknown_share": _ratio(o_unk.sum(), entries),
+        "truth_unknown_entries": int((truth == 0).sum()),
+        "missed_positives": int((t_pos & o_neg).sum()),
+        "injected_false_positives": int((t_neg & o_pos).sum()),
+        "truth_equals_observed": bool(np.array_equal(truth, observed)),
+    }
+    tp = t_pos.sum(axis=0)
+    tn = t_neg.sum(axis=0)
+    op = o_pos.sum(axis=0)
+    missed = (t_pos & o_neg).sum(axis=0)
+    injected = (t_neg & o_pos).sum(axis=0)
+    correct = (t_pos & o_pos).sum(axis=0)
+    unk = o_unk.sum(axis=0)
+    rows = [
+        {
+            "index": j,
+            "class": classes[j],
+            "true_positives": int(tp[j]),
+            "observed_positives": int(op[j]),
+            "missed_positives": int(missed[j]),
+            "fn_rate": _ratio(missed[j], tp[j]),
+            "injected_fps": int(injected[j]),
+            "fp_rate": _ratio(injected[j], tn[j]),
+            "unknown_share": _ratio(unk[j], n),
+            "precision": _ratio(correct[j], op[j]),
+        }
+        for j in range(c)
+    ]
+    return {
+        "summary": summary,
+        "per_class": rows,
+        "histogram": {"truth": _hist(card), "observed": _hist(o_card)},
+    }
+
+
+def _hist(counts: np.ndarray) -> dict[str, int]:
+    """{"0": images with no positive, "1": ..., ...} up to the maximum."""
+    if counts.size == 0:
+        return {}
+    return {str(k): int(v) for k, v in enumerate(np.bincount(counts))}
+
+
+def sort_rows(rows: list[dict], key: str) -> list[dict]:
+    """Rows sorted by a `SORT_KEYS` name; None values last; ties by class index."""
+    field, descending = SORT_KEYS[key]
+
+    def k(row):
+        v = row[field]
+        missing = v is None
+        if descending and not missing and not isinstance(v, str):
+            v = -v
+        return (missing, v if not missing else 0, row["index"])
+
+    return sorted(rows, key=k)
+
+
+def dataset_stats(prepared, split: str = "train") -> dict:
+    """Stats of a loaded prepared folder: images per split plus `label_stats` of `split` ("all" = every split)."""
+    splits = {s: len(prepared.split_data(s)) for s in ("train", "val", "test")}
+    if split == "all":
+        parts = [prepared.split_data(s) for s in ("train", "val", "test")]
+        truth = np.concatenate([p.truth for p in parts])
+        observed = np.concatenate([p.observed for p in parts])
+    else:
+        data = prepared.split_data(split)
+        truth, observed = data.truth, data.observed
+    out = label_stats(truth, observed, prepared.classes)
+    out["summary"] = {"split": split, "images_per_split": splits, **out["summary"]}
+    return {
+        "path": str(prepared.path),
+        "manifest_hash": prepared.manifest_hash,
+        "corruptions": [s["step"] for s in prepared.manifest.get("corruptions", [])],
+        **out,
+    }
