@@ -1,0 +1,238 @@
+"""Multi-label evaluation metrics: AP per class, mAP, CP/CR/CF1/OP/OR/OF1 at a threshold and at top-k.
+
+Numpy only (no torch), so `pumlc eval` can score saved predictions without loading a model.
+
+Targets use the project's label encoding: 1 = positive, -1 = negative, 0 = unknown. Unknown entries are
+ignored everywhere: they count neither as positives nor as negatives, in AP and in the thresholded
+metrics. Pass the clean truth matrix for standard evaluation, or the observed matrix to evaluate with
+unknowns masked.
+
+Average precision is the non-interpolated AP of ASL (mean over the positives of a class of the precision
+at that positive's rank). Tied scores are resolved as scikit-learn does: a positive's precision is
+measured after all entries with a score >= its own, so the result does not depend on the order of equal
+scores, equals ASL's value whenever there are no ties, and equals `sklearn.metrics.average_precision_score`
+always.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pumlc_cli.errors import PumlcError
+
+_METRIC_KEYS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+
+
+@dataclass(frozen=True)
+class _PositiveRanks:
+    """Where each positive sits in its class's ranking; the shared input of exact and 11-point AP.
+
+    Positives are grouped by class (classes in increasing order) and, within a class, sorted by
+    increasing score.
+    """
+
+    cls: np.ndarray  # class index of each positive
+    bounds: np.ndarray  # [C+1] positives of class k are [bounds[k], bounds[k+1])
+    precision: np.ndarray  # positives with score >= s / known entries with score >= s
+    recall: np.ndarray  # positives with score >= s / positives of the class
+    n_pos: np.ndarray  # [C] positives per class
+
+
+def _validate(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes, finiteness and label values once, so the fast paths below can trust the input."""
+    s = np.asarray(scores)
+    t = np.asarray(targets)
+    if s.ndim != 2 or s.shape != t.shape:
+        raise PumlcError(
+            f"metrics: scores and targets must be N x C matrices of the same shape, "
+            f"got {s.shape} and {t.shape}"
+        )
+    if s.dtype not in (np.float32, np.float64):
+        s = s.astype(np.float64)
+    if not np.isfinite(s).all():
+        raise PumlcError("metrics: scores contain NaN or infinity (did training diverge?)")
+    t8 = t.astype(np.int8, copy=False)
+    if t.size and (t8.min() < -1 or t8.max() > 1 or (t8 is not t and not np.array_equal(t8, t))):
+        raise PumlcError("metrics: targets must use the label encoding 1 / -1 / 0 (unknown)")
+    return s, t8
+
+
+def _positive_ranks(s: np.ndarray, t: np.ndarray) -> _PositiveRanks:
+    """Precision and recall at every positive, from one row-wise sort of the score matrix.
+
+    A full argsort is ~3x slower than a value sort here, so we sort values only (unknown entries set to
+    -inf, which ranks them below every finite score and so removes them from the counts) and locate
+    each positive with a binary search. numpy has no batched searchsorted, so the search loops over
+    classes; each iteration is a few vectorised calls on that class's positives.
+    """
+    n, c = s.shape
+    unknown = t == 0
+    # [C, N] layout: each class contiguous for the row-wise sort.
+    ranked = np.ascontiguousarray((np.where(unknown, -np.inf, s) if unknown.any() else s).T)
+    ranked.sort(axis=1)
+    flat = np.flatnonzero(t == 1)  # image-major; regroup by class with a stable radix sort
+    img, cls = np.divmod(flat, c)
+    order = np.argsort(cls.astype(np.int16 if c < 2**15 else np.int64), kind="stable")
+    img, cls = img[order], cls[order]
+    pos_scores = s[img, cls]
+    bounds = np.zeros(c + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cls, minlength=c), out=bounds[1:])
+    n_pos = np.diff(bounds)
+    n_ge = np.empty(len(cls), dtype=np.int64)  # known entries with score >= s
+    pos_ge = np.empty(len(cls), dtype=np.int64)  # positives with score >= s
+    for k in np.flatnonzero(n_pos):
+        a, b = bounds[k], bounds[k + 1]
+        q = np.sort(pos_scores[a:b])
+        n_ge[a:b] = n - np.searchsorted(ranked[k], q, side="left")
+        pos_ge[a:b] = (b - a) - np.searchsorted(q, q, side="left")
+    return _PositiveRanks(
+        cls=cls,
+        bounds=bounds,
+        precision=pos_ge / n_ge,
+        recall=pos_ge / n_pos[cls] if len(cls) else np.zeros(0),
+        n_pos=n_pos,
+    )
+
+
+def _ap_from_ranks(r: _PositiveRanks) -> np.ndarray:
+    """Mean precision over each class's positives; NaN where a class has none."""
+    sums = np.bincount(r.cls, weights=r.precision, minlength=len(r.n_pos))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(r.n_pos > 0, sums / r.n_pos, np.nan)
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Non-interpolated AP per class ([C] float64); unknown (0) targets ignored, NaN without positives."""
+    s, t = _validate(scores, targets)
+    return _ap_from_ranks(_positive_ranks(s, t))
+
+
+def voc11_average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """PASCAL VOC 2007 11-point interpolated AP per class ([C]); NaN for classes without positives.
+
+    For each recall level r in {0, 0.1, ..., 1} take the best precision reached at any recall >= r
+    (0 if none) and average the 11 values. The best precision at a given recall is always attained right
+    after a positive, so the precision/recall pairs at the positives are all that is needed.
+    """
+    s, t = _validate(scores, targets)
+    return _voc11_from_ranks(_positive_ranks(s, t))
+
+
+def _voc11_from_ranks(r: _PositiveRanks) -> np.ndarray:
+    has_pos = r.n_pos > 0
+    starts = r.bounds[:-1][has_pos]  # non-empty classes tile the positives contiguously
+    total = np.zeros(int(has_pos.sum()))
+    if len(starts):
+        # k / 10 is the correctly rounded float of each level, as is any recall a / b equal to it, so
+        # recall 3/10 meets level 0.3 exactly (np.arange(0, 1.1, 0.1) would give 0.30000000000000004).
+        for level in np.arange(11) / 10:
+            total += np.maximum.reduceat(np.where(r.recall >= level, r.precision, 0.0), starts)
+    ap = np.full(len(r.n_pos), np.nan)
+    ap[has_pos] = total / 11.0
+    return ap
+
+
+def _rates(nc: np.ndarray, npred: np.ndarray, ng: np.ndarray) -> dict[str, float]:
+    """CP/CR/CF1 (macro, over classes with positives) and OP/OR/OF1 (micro, over all classes), percent.
+
+    A class that is never predicted has precision 0 (the convention of the common ML-GCN/ASL code, which
+    sets its prediction count to 1). Classes without positives have no recall, so they are left out of
+    the per-class averages, as they are left out of mAP; their false positives still count in OP.
+    CF1 is the harmonic mean of CP and CR (not the mean of per-class F1), again as commonly reported.
+    """
+    has_pos = ng > 0
+    if not has_pos.any():
+        return dict.fromkeys(_METRIC_KEYS, float("nan"))
+    cp = float(np.mean(nc[has_pos] / np.maximum(npred[has_pos], 1)))
+    cr = float(np.mean(nc[has_pos] / ng[has_pos]))
+    op = float(nc.sum() / max(npred.sum(), 1))
+    orr = float(nc.sum() / ng.sum())
+    return {
+        "CP": 100.0 * cp,
+        "CR": 100.0 * cr,
+        "CF1": 100.0 * _harmonic(cp, cr),
+        "OP": 100.0 * op,
+        "OR": 100.0 * orr,
+        "OF1": 100.0 * _harmonic(op, orr),
+    }
+
+
+def _harmonic(p: float, r: float) -> float:
+    return 0.0 if p + r == 0 else 2.0 * p * r / (p + r)
+
+
+def _counts(pred: np.ndarray, pos: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-class true positives, predictions and positives, counting known entries only."""
+    return (
+        np.count_nonzero(pred & pos, axis=0),
+        np.count_nonzero(pred & known, axis=0),
+        np.count_nonzero(pos, axis=0),
+    )
+
+
+def threshold_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """CP/CR/CF1/OP/OR/OF1 (percent) predicting positive where score >= threshold."""
+    s, t = _validate(scores, targets)
+    return _rates(*_counts(s >= threshold, t == 1, t != 0))
+
+
+def _top_k_pred(s: np.ndarray, k: int) -> np.ndarray:
+    c = s.shape[1]
+    if k >= c:
+        return np.ones(s.shape, dtype=bool)
+    kth = np.partition(s, c - k, axis=1)[:, c - k]
+    return s >= kth[:, None]
+
+
+def top_k_metrics(scores: np.ndarray, targets: np.ndarray, k: int = 3) -> dict[str, float]:
+    """CP/CR/CF1/OP/OR/OF1 (percent) predicting each image's k highest-scoring classes.
+
+    The k are chosen among all classes (the model does not know which labels are unknown); unknown
+    entries are then ignored in the counts. Scores tied with the k-th highest are all predicted, so the
+    result does not depend on the order of equal scores.
+    """
+    if k < 1:
+        raise PumlcError(f"metrics: top-k needs k >= 1, got {k}")
+    s, t = _validate(scores, targets)
+    return _rates(*_counts(_top_k_pred(s, k), t == 1, t != 0))
+
+
+def multilabel_metrics(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    threshold: float = 0.5,
+    top_k: int = 3,
+    *,
+    voc11: bool = False,
+) -> dict:
+    """All evaluation numbers for one score matrix (see the module docstring for conventions).
+
+    Returns `mAP` (mean AP over classes with at least one positive, percent), `CP`, `CR`, `CF1`, `OP`,
+    `OR`, `OF1` at `threshold` (percent), the same six under `f"top{top_k}"`, `per_class_ap` ([C] array
+    in percent, NaN for classes without positives), `classes_without_positives` (list of indices),
+    `n_images`, `threshold`, `top_k`; with `voc11=True` also `mAP_voc11` and `per_class_ap_voc11`.
+    """
+    if top_k < 1:
+        raise PumlcError(f"metrics: top-k needs k >= 1, got {top_k}")
+    s, t = _validate(scores, targets)
+    ranks = _positive_ranks(s, t)
+    ap = 100.0 * _ap_from_ranks(ranks)
+    pos, known = t == 1, t != 0
+    without = np.flatnonzero(ranks.n_pos == 0)
+    result: dict = {
+        "mAP": float(np.nanmean(ap)) if len(without) < len(ap) else float("nan"),
+        **_rates(*_counts(s >= threshold, pos, known)),
+        f"top{top_k}": _rates(*_counts(_top_k_pred(s, top_k), pos, known)),
+        "per_class_ap": ap,
+        "classes_without_positives": [int(i) for i in without],
+        "n_images": int(s.shape[0]),
+        "threshold": float(threshold),
+        "top_k": int(top_k),
+    }
+    if voc11:
+        ap11 = 100.0 * _voc11_from_ranks(ranks)
+        result["per_class_ap_voc11"] = ap11
+        result["mAP_voc11"] = float(np.nanmean(ap11)) if len(without) < len(ap11) else float("nan")
+    return result
