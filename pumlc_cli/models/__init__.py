@@ -1,0 +1,33 @@
+"""Backbones with PU-MLC's local-global branches, heads and the trainable-parameter policy."""
+
+from pumlc_cli.models.build import (
+    HEADS,
+    TRAIN_POLICIES,
+    LinearHead,
+    MultiLabelNet,
+    build_model,
+    freeze_batchnorm,
+    load_backbone_file,
+    set_trainable,
+)
+from pumlc_cli.models.local_global import (
+    GlobalBranch,
+    LocalGlobalConv,
+    convert_local_global,
+    published_branch_state,
+)
+
+__all__ = [
+    "HEADS",
+    "TRAIN_POLICIES",
+    "GlobalBranch",
+    "LinearHead",
+    "LocalGlobalConv",
+    "MultiLabelNet",
+    "build_model",
+    "convert_local_global",
+    "freeze_batchnorm",
+    "load_backbone_file",
+    "published_branch_state",
+    "set_trainable",
+]

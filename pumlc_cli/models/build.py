@@ -1,0 +1,233 @@
+"""Model construction: timm backbone, local-global branches, a head, and the trainable-parameter policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pumlc_cli.errors import PumlcError
+from pumlc_cli.models.local_global import GlobalBranch, convert_local_global
+
+TRAIN_POLICIES = ("all", "last", "branches")
+HEADS = ("linear",)
+
+
+class LinearHead(nn.Module):
+    """Global average pool, dropout, linear: the default multi-label classifier."""
+
+    def __init__(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(num_features, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(features.mean((2, 3))))
+
+
+class MultiLabelNet(nn.Module):
+    """Backbone feature map -> head -> logits [N, C].
+
+    `frozen_bn` (set by `set_trainable`/`freeze_batchnorm`) keeps every BatchNorm in eval mode through later
+    `.train()` calls, so trainers, DDP and torch.compile wrappers can call `.train()` every epoch as usual.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, *, last_stage: str, branches: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.last_stage = last_stage
+        self.branches = branches
+        self.frozen_bn = False
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(images))
+
+    def train(self, mode: bool = True) -> MultiLabelNet:
+        super().train(mode)
+        if mode and self.frozen_bn:
+            _batchnorm_eval(self)
+        return self
+
+
+def _batchnorm_eval(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Put every BatchNorm in eval mode (running statistics fixed), and keep it so across `.train()` calls.
+
+    The paper fine-tunes with frozen statistics (batches of 4-16 images per GPU are too small for good
+    ones). Affine parameters are frozen by `set_trainable`, except the branches' norms, whose near-zero
+    scale is how a branch grows from nothing. A plain nn.Module (not built here) keeps its `.train()`: call
+    this again after each `.train()`.
+    """
+    target = getattr(model, "module", model)  # DDP
+    target = getattr(target, "_orig_mod", target)  # torch.compile
+    if isinstance(target, MultiLabelNet):
+        target.frozen_bn = True
+    _batchnorm_eval(model)
+
+
+def _branch_parameter_ids(model: nn.Module) -> set[int]:
+    return {id(p) for m in model.modules() if isinstance(m, GlobalBranch) for p in m.parameters()}
+
+
+def set_trainable(model: MultiLabelNet, policy: str, *, freeze_bn: bool = True) -> list[nn.Parameter]:
+    """Set requires_grad by policy and return the trainable parameters (model order).
+
+    all: every weight; last: the paper's (branches + last stage + head; earlier stages frozen);
+    branches: branches + head. With `freeze_bn` (the paper's setting) BatchNorm runs on its running
+    statistics and backbone BatchNorm affine parameters are frozen too.
+    """
+    if policy not in TRAIN_POLICIES:
+        raise PumlcError(f"training policy must be one of {', '.join(TRAIN_POLICIES)}, not {policy!r}")
+    branch_ids = _branch_parameter_ids(model)
+    last_stage = model.backbone.get_submodule(model.last_stage)
+    last_ids = {id(p) for p in last_stage.parameters()}
+    bn_ids = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for p in m.parameters()
+    }
+    for p in model.parameters():
+        p.requires_grad_(policy == "all")
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    for p in model.backbone.parameters():
+        pid = id(p)
+        if pid in branch_ids or (policy == "last" and pid in last_ids):
+            p.requires_grad_(True)
+        if freeze_bn and pid in bn_ids and pid not in branch_ids:
+            p.requires_grad_(False)
+    if freeze_bn:
+        freeze_batchnorm(model)
+    else:
+        model.frozen_bn = False
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _tensor_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PumlcError(f"{path}: not a state dict of tensors (nor a dict with 'state_dict' or 'model')")
+    prefix = "module."
+    if all(k.startswith(prefix) for k in obj):
+        return {k[len(prefix) :]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise PumlcError(f"{path}: pretrained weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any reader failure is a bad file to the user
+        raise PumlcError(f"{path}: cannot read pretrained weights ({type(err).__name__})") from err
+    return _tensor_state(obj, path)
+
+
+def _few(keys: Iterator[str] | set[str]) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+    return ", ".join(keys[:3]) + more
+
+
+def load_backbone_file(backbone: nn.Module, path: Path, name: str, classifier: str | None) -> None:
+    """Load a local backbone state dict strictly (the classifier's keys ignored) or raise PumlcError."""
+    state = _read_state(path)
+    if classifier:
+        state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
+    own = backbone.state_dict()
+    for key, value in own.items():  # older checkpoints lack BatchNorm step counters
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    wrong = {k for k in set(own) & set(state) if own[k].shape != state[k].shape}
+    problems = [
+        f"{label} {_few(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        if keys
+    ]
+    if problems:
+        raise PumlcError(f"{path}: weights do not fit {name}: " + "; ".join(problems))
+    backbone.load_state_dict(state)
+
+
+def _create_backbone(name: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:5]
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise PumlcError(f"unknown model {name!r}{hint}")
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+    except Exception as err:
+        if not pretrained:
+            raise
+        raise PumlcError(
+            f"cannot fetch pretrained weights for {name} ({type(err).__name__}); "
+            "download them elsewhere and pass --pretrained-path FILE"
+        ) from err
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    *,
+    local_global: bool = True,
+    pretrained: bool = False,
+    pretrained_path: str | Path | None = None,
+    head: str = "linear",
+    lg_heads: int = 8,
+    lg_reduction: int = 4,
+    drop_rate: float = 0.0,
+) -> MultiLabelNet:
+    """timm backbone `name` (weights from timm's hub or a local file) + branches beside its 3x3 convs + head.
+
+    Weights are loaded before the branches are added, so a plain backbone state dict fits; the stem is
+    left unconverted (its RGB input does not split into heads and it runs at the largest resolution).
+    """
+    if head not in HEADS:
+        raise PumlcError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+    if num_classes < 1:
+        raise PumlcError(f"number of classes must be positive, not {num_classes}")
+    if pretrained and pretrained_path is not None:
+        raise PumlcError("choose one of --pretrained and --pretrained-path")
+    backbone = _create_backbone(name, pretrained)
+    cfg = getattr(backbone, "pretrained_cfg", {}) or {}
+    if pretrained_path is not None:
+        load_backbone_file(backbone, Path(pretrained_path), name, cfg.get("classifier"))
+    feature_info = getattr(backbone, "feature_info", None)
+    if not feature_info:
+        raise PumlcError(f"model {name!r} does not report its stages; pick a CNN such as resnet101")
+    branches = 0
+    if local_global:
+        first_conv = cfg.get("first_conv")
+        stem = (first_conv.split(".")[0],) if isinstance(first_conv, str) else ()
+        branches = convert_local_global(backbone, lg_heads, lg_reduction, skip=stem)
+        if branches == 0:
+            raise PumlcError(f"model {name!r} has no 3x3 convolutions to add local-global branches to")
+    num_features = backbone.num_features
+    return MultiLabelNet(
+        backbone,
+        LinearHead(num_features, num_classes, drop_rate),
+        last_stage=feature_info[-1]["module"],
+        branches=branches,
+    )

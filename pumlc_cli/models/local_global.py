@@ -1,0 +1,206 @@
+"""Local-global convolution of PU-MLC, written for speed.
+
+A global branch sits beside a 3x3 convolution and its (BatchNorm-ed) output is added to the conv output.
+The published branch computes, for x of shape [B, C, H, W] with h heads of d = C/h channels:
+
+    r  = relu(W_r x + b_r)                                   reduce, m = C / reduction channels
+    a  = W_a [r; mean(r)] + b_a,   s = softmax_HW(a)          gather logits and weights   [B, h, H, W]
+    e  = W_e [r; mean(r)] + b_e,   g = sigmoid(e)             scatter logits and gate     [B, h, H, W]
+    v  = W_v x + b_v                                          value, split in heads       [B, h, d, H, W]
+    z  = sum_p v[..., p] s[..., p]                            gathered global vectors     [B, h, d]
+    u  = z (x) g                                              scattered back              [B, C, H, W]
+    out = BN(W_p (x + u) with stride + b_p)
+
+This module computes the same function with these rearrangements (each exact, not an approximation):
+
+1. Gather logits: softmax over positions ignores a per-(image, head) constant, and the global half
+   `W_a[:, m:] mean(r) + b_a` is such a constant, so only `W_a[:, :m] r` is computed (the dropped weights
+   receive exactly zero gradient in the published code too).
+2. Scatter logits: the global half `W_e[:, m:] mean(r) + b_e` is a per-(image, head) vector, computed once
+   from the m-vector mean(r) instead of by a 1x1 conv over a broadcast [B, 2m, H, W] concat.
+3. Gather: the softmax weights sum to 1 over positions, so z_k = W_v,k (x s_k) + b_v,k; the attention-
+   weighted average of x is one bmm [B, h, HW] x [B, HW, C], and the value projection runs on h vectors
+   per image instead of on every position (the full-resolution C x C value conv disappears).
+4. Scatter + projection: W_p u = sum_k (W_p,k z_k) g_k is a rank-h product, so W_p,k z_k is folded into
+   q [B, O, h] and the [B, C, H, W] tensor u is never built: the branch adds bmm(q, g) to W_p x.
+5. Stride: a 1x1 conv with stride s reads positions (s i, s j) only, so the gate is subsampled before the
+   sigmoid (elementwise, so it commutes) and everything after the gather works at output resolution.
+6. Frozen BatchNorm (eval mode, the paper's policy) is a per-channel affine map, so its scale is folded
+   into W_p and q and its shift into a bias.
+7. With that affine norm, the branch's 1x1 projection W_p x (stride s, no padding) equals a 3x3 kernel
+   with W_p at the centre tap (padding 1 = dilation 1 reads the same positions), so it is added to the
+   3x3 weight and one convolution computes both, when the 3x3 weight is trained or no gradient is needed
+   (with a frozen 3x3 weight the merged kernel would make autograd compute a 3x3 weight gradient that the
+   separate 1x1 projection avoids).
+
+Layouts: the [B, HW, C] view of x is taken by permute+reshape, a view for NCHW and channels_last alike,
+and the final rank-h add follows the layout of the conv output, so no layout copies are made.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, HW, C]; a view for both NCHW and channels_last (no copy)."""
+    b, c = x.shape[:2]
+    return x.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
+def _add_low_rank(y: torch.Tensor, q: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """y + sum_k q[:, :, k] gate[:, k] as one baddbmm in y's own memory layout."""
+    b, o, hh, ww = y.shape
+    if y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous():
+        out = torch.baddbmm(_tokens(y), _tokens(gate), q.transpose(1, 2))
+        return out.view(b, hh, ww, o).permute(0, 3, 1, 2)
+    out = torch.baddbmm(y.reshape(b, o, hh * ww), q, gate.reshape(b, gate.shape[1], hh * ww))
+    return out.view(b, o, hh, ww)
+
+
+class GlobalBranch(nn.Module):
+    """The global branch beside one 3x3 conv (see the module docstring for the math and its layout)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, heads: int = 8, reduction: int = 4
+    ) -> None:
+        super().__init__()
+        mid = in_channels // reduction
+        if in_channels % heads or mid < 1:
+            raise ValueError(
+                f"{in_channels} channels do not split into {heads} heads / reduction {reduction}"
+            )
+        self.heads = heads
+        self.stride = stride
+        self.reduce = nn.Conv2d(in_channels, mid, 1)
+        # rows [:heads] are the gather logits, rows [heads:] the local half of the scatter logits
+        self.attn = nn.Conv2d(mid, 2 * heads, 1, bias=False)
+        self.attn_global = nn.Linear(mid, heads)
+        self.value = nn.Conv2d(in_channels, in_channels, 1)
+        self.proj = nn.Conv2d(in_channels, out_channels, 1, stride=stride)
+        self.norm = nn.BatchNorm2d(out_channels)
+        # the published attention convs see 2*mid inputs; keep their initial scale
+        bound = (2 * mid) ** -0.5
+        for param in (self.attn.weight, self.attn_global.weight, self.attn_global.bias):
+            nn.init.uniform_(param, -bound, bound)
+        # a near-zero norm scale keeps a converted pretrained model's outputs where they were
+        nn.init.normal_(self.norm.weight, 0.0, 1e-4)
+        nn.init.zeros_(self.norm.bias)
+
+    def global_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q [B, O, h], gate [B, h, H', W']): the branch's global part is bmm(q, gate) at output size."""
+        b, c = x.shape[:2]
+        h = self.heads
+        r = F.relu(self.reduce(x))
+        logits = self.attn(r)
+        gather = logits[:, :h].flatten(2)
+        weights = torch.softmax(gather.float() if gather.dtype in _LOW_PRECISION else gather, dim=-1)
+        pooled = torch.bmm(weights.to(x.dtype), _tokens(x))  # [B, h, C]
+        value_w = self.value.weight.view(h, c // h, c)
+        z = torch.einsum("bkc,kdc->bkd", pooled, value_w) + self.value.bias.view(h, c // h)
+        proj_w = self.proj.weight
+        q = torch.einsum("bkd,okd->bok", z, proj_w.view(proj_w.shape[0], h, c // h))
+        scatter_bias = self.attn_global(r.mean((2, 3)))
+        s = self.stride
+        gate = torch.sigmoid(logits[:, h:, ::s, ::s] + scatter_bias[:, :, None, None])
+        return q, gate
+
+    def norm_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and shift of the norm in eval mode (running statistics)."""
+        norm = self.norm
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        return scale, norm.bias - norm.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch output alone, BN(W_p (x + u) + b_p) at the conv's stride."""
+        q, gate = self.global_terms(x)
+        local = F.conv2d(x, self.proj.weight, self.proj.bias, self.stride)
+        return self.norm(_add_low_rank(local, q, gate))
+
+
+def _mergeable(conv: nn.Conv2d) -> bool:
+    """A 1x1 conv at the same stride equals this conv's centre tap: 3x3, dense, padding == dilation."""
+    return (
+        conv.kernel_size == (3, 3)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and tuple(conv.padding) == tuple(conv.dilation)
+    )
+
+
+class LocalGlobalConv(nn.Module):
+    """A 3x3 conv plus its global branch: conv(x) + branch(x)."""
+
+    def __init__(self, conv: nn.Conv2d, heads: int = 8, reduction: int = 4) -> None:
+        super().__init__()
+        self.conv = conv
+        self.branch = GlobalBranch(conv.in_channels, conv.out_channels, conv.stride[0], heads, reduction)
+        self.mergeable = _mergeable(conv) and conv.stride[0] == conv.stride[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, branch = self.conv, self.branch
+        q, gate = branch.global_terms(x)
+        if branch.norm.training:  # batch statistics need the branch output on its own
+            local = F.conv2d(x, branch.proj.weight, branch.proj.bias, branch.stride)
+            return conv(x) + branch.norm(_add_low_rank(local, q, gate))
+        scale, shift = branch.norm_affine()
+        proj_w = branch.proj.weight * scale[:, None, None, None]
+        bias = shift + branch.proj.bias * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias
+        if self.mergeable and (conv.weight.requires_grad or not torch.is_grad_enabled()):
+            weight = conv.weight + F.pad(proj_w, (1, 1, 1, 1))
+            y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
+        else:
+            y = conv(x) + F.conv2d(x, proj_w, bias, branch.stride)
+        return _add_low_rank(y, q * scale[None, :, None], gate)
+
+
+def convert_local_global(
+    module: nn.Module, heads: int = 8, reduction: int = 4, skip: tuple[str, ...] = ()
+) -> int:
+    """Wrap every plain 3x3 conv under `module` (top-level names in `skip` excepted); returns the count.
+
+    Convs whose input channels do not split into `heads` are left alone (e.g. an RGB stem conv).
+    """
+    count = 0
+    for name, child in list(module.named_children()):
+        if name in skip:
+            continue
+        if (
+            type(child) is nn.Conv2d
+            and child.kernel_size == (3, 3)
+            and child.in_channels % heads == 0
+            and child.in_channels // reduction >= 1
+        ):
+            setattr(module, name, LocalGlobalConv(child, heads, reduction))
+            count += 1
+        else:
+            count += convert_local_global(child, heads, reduction)
+    return count
+
+
+def published_branch_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a published-layout branch state dict (reduction, agg_attn, broad_attn, v, proj, norm) onto ours.
+
+    The gather conv's global half and bias are dropped: a softmax over positions ignores them (item 1).
+    """
+    mid = state["reduction.weight"].shape[0]
+    out = {
+        "reduce.weight": state["reduction.weight"],
+        "reduce.bias": state["reduction.bias"],
+        "attn.weight": torch.cat([state["agg_attn.weight"][:, :mid], state["broad_attn.weight"][:, :mid]]),
+        "attn_global.weight": state["broad_attn.weight"][:, mid:, 0, 0],
+        "attn_global.bias": state["broad_attn.bias"],
+        "value.weight": state["v.weight"],
+        "value.bias": state["v.bias"],
+        "proj.weight": state["proj.weight"],
+        "proj.bias": state["proj.bias"],
+    }
+    out.update({k: v for k, v in state.items() if k.startswith("norm.")})
+    return out

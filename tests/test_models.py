@@ -1,0 +1,157 @@
+"""build_model, pretrained files, the trainable-parameter policy and frozen BatchNorm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pumlc_cli.errors import PumlcError
+from pumlc_cli.models import GlobalBranch, LocalGlobalConv, build_model, freeze_batchnorm, set_trainable
+
+TINY = "test_resnet"
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random timm backbone's state dict with its ImageNet classifier, as a user would download it."""
+    import timm
+
+    torch.manual_seed(3)
+    model = timm.create_model(TINY, num_classes=10)
+    path = tmp_path_factory.mktemp("weights") / "backbone.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_unknown_name() -> None:
+    with pytest.raises(PumlcError, match="unknown model"):
+        build_model("no_such_net_xyz", 3)
+
+
+def test_branches_beside_stage_convs_only() -> None:
+    model = build_model(TINY, 4)
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, LocalGlobalConv)]
+    plain = [
+        n
+        for n, m in model.named_modules()
+        if type(m) is nn.Conv2d and m.kernel_size == (3, 3) and not n.endswith(".conv")
+    ]
+    assert len(wrapped) == model.branches > 0
+    assert all(n.startswith("backbone.layer") for n in wrapped)
+    assert all(n.startswith("backbone.conv1") for n in plain)  # the stem is left alone
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 4)
+
+
+def test_pretrained_file_and_init_output(backbone_file: Path) -> None:
+    plain = build_model(TINY, 4, local_global=False, pretrained_path=backbone_file)
+    converted = build_model(TINY, 4, pretrained_path=backbone_file)
+    state = torch.load(backbone_file, weights_only=True)
+    torch.testing.assert_close(plain.backbone.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    torch.testing.assert_close(converted.backbone.layer1[0].conv1.conv.weight, state["layer1.0.conv1.weight"])
+    converted.head.load_state_dict(plain.head.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    for train in (False, True):
+        plain.train(train)
+        converted.train(train)
+        with torch.no_grad():
+            y0, y1 = plain(x), converted(x)
+        assert ((y1 - y0).norm() / y0.norm()).item() < 1e-3
+
+
+def test_pretrained_file_wrapped_and_prefixed(backbone_file: Path, tmp_path: Path) -> None:
+    state = torch.load(backbone_file, weights_only=True)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    model = build_model(TINY, 4, pretrained_path=path)
+    torch.testing.assert_close(model.backbone.bn1.weight, state["bn1.weight"])
+
+
+def test_pretrained_file_errors(backbone_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(PumlcError, match="not found"):
+        build_model(TINY, 4, pretrained_path=tmp_path / "absent.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(PumlcError, match="cannot read"):
+        build_model(TINY, 4, pretrained_path=garbage)
+    state = torch.load(backbone_file, weights_only=True)
+    renamed = dict(state)
+    renamed["layer9.weight"] = renamed.pop("layer1.0.conv1.weight")
+    bad = tmp_path / "bad.pth"
+    torch.save(renamed, bad)
+    with pytest.raises(PumlcError, match=r"missing layer1\.0\.conv1\.weight.*unexpected layer9\.weight"):
+        build_model(TINY, 4, pretrained_path=bad)
+    other = tmp_path / "other.pth"
+    import timm
+
+    torch.save(timm.create_model("resnet10t").state_dict(), other)
+    with pytest.raises(PumlcError, match="wrong shape"):
+        build_model(TINY, 4, pretrained_path=other)
+    with pytest.raises(PumlcError, match="one of"):
+        build_model(TINY, 4, pretrained=True, pretrained_path=backbone_file)
+
+
+def _branch_ids(model: nn.Module) -> set[int]:
+    return {id(p) for m in model.modules() if isinstance(m, GlobalBranch) for p in m.parameters()}
+
+
+def _expected(name: str, param: nn.Parameter, policy: str, branch_ids: set[int], bn_names: set[str]) -> bool:
+    if id(param) in branch_ids or name.startswith("head."):
+        return True
+    if name in bn_names:
+        return False
+    return policy == "all" or (policy == "last" and name.startswith("backbone.layer4."))
+
+
+@pytest.mark.parametrize("policy", ["all", "last", "branches"])
+def test_gradients_follow_policy(policy: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(TINY, 3)
+    params = set_trainable(model, policy)
+    model.train()
+    bn_names = {
+        f"{mn}.{pn}"
+        for mn, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d)
+        for pn, _ in m.named_parameters()
+    }
+    branch_ids = _branch_ids(model)
+    running = model.backbone.bn1.running_mean.clone()
+    model(torch.randn(4, 3, 64, 64)).sum().backward()
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    torch.testing.assert_close(model.backbone.bn1.running_mean, running)  # statistics frozen
+    trainable = {id(p) for p in params}
+    for name, p in model.named_parameters():
+        want = _expected(name, p, policy, branch_ids, bn_names)
+        assert (id(p) in trainable) == want, name
+        assert (p.grad is not None) == want, name
+        if want:
+            assert torch.isfinite(p.grad).all(), name
+    with pytest.raises(PumlcError):
+        set_trainable(model, "everything")
+
+
+def test_frozen_bn_survives_train_calls_and_can_be_released() -> None:
+    model = build_model(TINY, 3, local_global=False)
+    freeze_batchnorm(model)
+    model.eval().train()
+    assert model.training
+    assert not model.backbone.bn1.training
+    set_trainable(model, "all", freeze_bn=False)
+    model.train()
+    assert model.backbone.bn1.training
+    assert model.backbone.bn1.weight.requires_grad
+
+
+def test_channels_last_bf16_model() -> None:
+    model = build_model(TINY, 3).to(memory_format=torch.channels_last)
+    set_trainable(model, "last")
+    model.train()
+    x = torch.randn(2, 3, 64, 64).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    assert logits.shape == (2, 3)
+    logits.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
