@@ -69,8 +69,8 @@ def _positive_ranks(s: np.ndarray, t: np.ndarray) -> _PositiveRanks:
     """
     n, c = s.shape
     unknown = t == 0
-    # [C, N] layout: each class contiguous for the row-wise sort.
-    ranked = np.ascontiguousarray((np.where(unknown, -np.inf, s) if unknown.any() else s).T)
+    # A fresh [C, N] copy (each class contiguous), sorted in place; never a view of the caller's scores.
+    ranked = np.array((np.where(unknown, -np.inf, s) if unknown.any() else s).T, order="C")
     ranked.sort(axis=1)
     flat = np.flatnonzero(t == 1)  # image-major; regroup by class with a stable radix sort
     img, cls = np.divmod(flat, c)
