@@ -4,8 +4,9 @@ Numpy only (no torch), so `pumlc eval` can score saved predictions without loadi
 
 Targets use the project's label encoding: 1 = positive, -1 = negative, 0 = unknown. Unknown entries are
 ignored everywhere: they count neither as positives nor as negatives, in AP and in the thresholded
-metrics. Pass the clean truth matrix for standard evaluation, or the observed matrix to evaluate with
-unknowns masked.
+metrics. A score predicts positive when score >= threshold (scores are probabilities in practice, but
+any monotone score works for AP). Pass the clean truth matrix for standard evaluation, or the
+observed matrix to evaluate with unknowns masked.
 
 Average precision is the non-interpolated AP of ASL (mean over the positives of a class of the precision
 at that positive's rank). Tied scores are resolved as scikit-learn does: a positive's precision is

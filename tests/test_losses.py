@@ -13,6 +13,7 @@ from torch import nn
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.losses import (
     LOSS_NAMES,
+    MixupPlan,
     build_loss,
     draw_mixup,
     loss_options,
@@ -269,17 +270,20 @@ def test_mixup_is_deterministic_and_detaches_targets():
 def test_mixup_pairs_follow_the_official_halves():
     images = torch.arange(7, dtype=torch.float32).view(7, 1)
     mixed, plan = draw_mixup(images, generator=torch.Generator().manual_seed(0))
+    assert 0.0 <= plan.lam <= 1.0
     assert sorted(plan.first.tolist()) == [0, 1, 2]  # first half, shuffled
     assert plan.second.tolist() == [4, 5, 6]  # second half; the middle image 3 is left out
     torch.testing.assert_close(mixed, plan.lam * images[plan.first] + (1 - plan.lam) * images[plan.second])
-    single, plan1 = draw_mixup(images[:1], generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(single, images[:1])
-    # Matches a hand computation of the log-space target for one pair.
+    single, _ = draw_mixup(images[:1], generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(single, images[:1])  # one image is mixed with itself
+
+
+def test_mixup_penalty_matches_hand_computation():
     logits = torch.tensor([[0.3, -1.0], [2.0, 0.5]])
     observed = torch.tensor([[1, 0], [0, 0]])
     mixed_logits = torch.tensor([[0.1, 0.2]])
-    lam = plan1.lam
-    plan = type(plan1)(lam=0.25, first=torch.tensor([0]), second=torch.tensor([1]))
+    plan = MixupPlan(lam=0.25, first=torch.tensor([0]), second=torch.tensor([1]))
+    # Soft targets: image 0 class 0 is an observed positive (1); all else the model's probability.
     targets = [
         0.25 * 1.0 + 0.75 * torch.sigmoid(logits[1, 0]),
         0.25 * torch.sigmoid(logits[0, 1]) + 0.75 * torch.sigmoid(logits[1, 1]),
@@ -288,4 +292,13 @@ def test_mixup_pairs_follow_the_official_halves():
         (math.log(float(t)) - float(F.logsigmoid(mixed_logits[0, k]))) ** 2 for k, t in enumerate(targets)
     )
     assert mixup_penalty(mixed_logits, logits, observed, plan).item() == pytest.approx(expected, rel=1e-5)
-    assert 0.0 <= lam <= 1.0
+    # lambda at the ends of [0, 1] keeps the penalty finite (log 0 handled in log space).
+    for lam in (0.0, 1.0):
+        edge = MixupPlan(lam=lam, first=torch.tensor([0]), second=torch.tensor([1]))
+        assert torch.isfinite(mixup_penalty(mixed_logits, logits, observed, edge))
+
+
+def test_mixup_keeps_channels_last_layout():
+    images = torch.randn(4, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+    mixed, _ = draw_mixup(images, generator=torch.Generator().manual_seed(0))
+    assert mixed.is_contiguous(memory_format=torch.channels_last)

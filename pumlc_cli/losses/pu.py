@@ -151,6 +151,8 @@ def draw_mixup(
     first = first.to(images.device, non_blocking=True)
     second = second.to(images.device, non_blocking=True)
     mixed = lam * images[first] + (1.0 - lam) * images[second]
+    if images.ndim == 4 and images.is_contiguous(memory_format=torch.channels_last):
+        mixed = mixed.contiguous(memory_format=torch.channels_last)  # indexing may drop the layout
     return mixed, MixupPlan(lam=lam, first=first, second=second)
 
 
