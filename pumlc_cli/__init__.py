@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
-_LAZY = {"load_prepared": "pumlc_cli.prepared", "Prepared": "pumlc_cli.prepared", "SplitData": "pumlc_cli.prepared"}
+_LAZY = {
+    "load_prepared": "pumlc_cli.prepared",
+    "Prepared": "pumlc_cli.prepared",
+    "SplitData": "pumlc_cli.prepared",
+}
 
 __all__ = sorted(_LAZY)
 

@@ -82,7 +82,9 @@ class CorruptionSpec:
             if on
         ]
         if len(chosen) > 1:
-            raise PumlcError(f"{' and '.join(chosen)} are mutually exclusive: choose one way of hiding labels")
+            raise PumlcError(
+                f"{' and '.join(chosen)} are mutually exclusive: choose one way of hiding labels"
+            )
         if self.noise_file is not None and not Path(self.noise_file).is_file():
             raise PumlcError(f"{self.noise_file}: noise file not found")
 
@@ -106,7 +108,7 @@ def read_noise_file(path: Path, classes: list[str]) -> tuple[dict[str, dict[str,
     for line_no, rec in enumerate(reader, start=2):
         if not rec or all(not f.strip() for f in rec):
             continue
-        row = dict(zip(header, (f.strip() for f in rec)))
+        row = dict(zip(header, (f.strip() for f in rec), strict=False))
         name = row.get("class", "")
         if name not in known:
             raise PumlcError(f"{path}:{line_no}: unknown class name {name!r}")

@@ -1,13 +1,13 @@
 """Class lists of the standard datasets, loaded from the data files in `datasets_meta/`.
 
-Why data files: the lists are facts about the datasets, not code; keeping them as JSON lets users diff and cite
-them, and lets every module (readers, evaluation, reports) agree on one class order.
+Why data files: the lists are facts about the datasets, not code; keeping them as JSON lets users diff and
+cite them, and lets every module (readers, evaluation, reports) agree on one class order.
 """
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from pumlc_cli.errors import PumlcError
@@ -15,7 +15,7 @@ from pumlc_cli.errors import PumlcError
 META_DIR = Path(__file__).resolve().parent.parent / "datasets_meta"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> dict:
     path = META_DIR / f"{name}.json"
     try:

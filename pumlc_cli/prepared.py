@@ -209,7 +209,9 @@ def check_image_files(table: LabelTable) -> None:
                 im.draft("RGB", (32, 32))
                 im.load()
         except Exception as err:
-            raise PumlcError(f"{path}: cannot be opened as an image ({err.__class__.__name__}: {err})") from None
+            raise PumlcError(
+                f"{path}: cannot be opened as an image ({err.__class__.__name__}: {err})"
+            ) from None
 
 
 def prepare_dataset(
@@ -224,7 +226,7 @@ def prepare_dataset(
     check_images: bool = False,
     force: bool = False,
 ) -> dict:
-    """Empty-image policy -> (optional) image check -> corruptions on the training file -> val carve-out -> write.
+    """Empty-image policy -> (optional) image check -> corruptions of the training file -> val split -> write.
 
     Returns the manifest that was written.
     """
@@ -256,7 +258,13 @@ def prepare_dataset(
 
     policies = {"empty_images": empty_images, **table.info.get("policies", {})}
     counts = {s: int((split == s).sum()) for s in SPLITS}
-    counts.update({"read": n_read, "empty_in_source": n_empty, "dropped_empty": n_empty if empty_images == "drop" else 0})
+    counts.update(
+        {
+            "read": n_read,
+            "empty_in_source": n_empty,
+            "dropped_empty": n_empty if empty_images == "drop" else 0,
+        }
+    )
     info = {k: v for k, v in table.info.items() if k != "policies"}
     manifest = {
         "format": "pumlc-prepared",

@@ -1,7 +1,7 @@
 """Statistics of a prepared folder: how many labels, how noisy, how much is unknown.
 
-Definitions (per split or over all splits; truth entries that are unknown, e.g. VOC difficult-only, are left out
-of both rates):
+Definitions (per split or over all splits; unknown truth entries, e.g. VOC difficult-only, are left out of
+both rates):
 - label cardinality: mean number of true positives per image; density: cardinality / number of classes;
 - observed shares: the shares of all (image, class) entries observed positive / negative / unknown;
 - missed positives (false-negative rate): true positives annotated negative / true positives;
@@ -9,8 +9,8 @@ of both rates):
 - unknown share: entries observed unknown / images;
 - precision: observed positives that are true positives / observed positives.
 Ratios with an empty denominator are None (null in JSON, "-" in tables).
-When the labels carry no truth beyond what was observed (a user's CSV without corruption), truth equals observed
-and the rates are zero by construction; the summary says so.
+When the labels carry no truth beyond what was observed (a user's CSV without corruption), truth equals
+observed and the rates are zero by construction; the summary says so.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def sort_rows(rows: list[dict], key: str) -> list[dict]:
 
 
 def dataset_stats(prepared, split: str = "train") -> dict:
-    """Stats of a loaded prepared folder: images per split plus `label_stats` of `split` ("all" = every split)."""
+    """Images per split plus `label_stats` of one split of a loaded prepared folder ("all": every split)."""
     splits = {s: len(prepared.split_data(s)) for s in ("train", "val", "test")}
     if split == "all":
         parts = [prepared.split_data(s) for s in ("train", "val", "test")]

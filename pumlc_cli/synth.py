@@ -1,11 +1,12 @@
 """A deterministic multi-label image dataset in real COCO format: coloured shapes on cluttered backgrounds.
 
-Why: tests, `make demo` and first experiments need a dataset that downloads nothing, reads through the same COCO
-path as the real thing, and that a small CNN learns on a laptop CPU in a minute or two. Classes are shape x
-colour combinations in which every shape and most colours occur in two classes, so a model must combine both
-cues. Each image holds 1-4 objects (random class, position, size; repeats allowed) over a noisy background with
-grey clutter strokes. Category ids are sparse (as in COCO) and do not match COCO's 80, so readers use the file's
-own categories. Same arguments -> same files, byte for byte (for a given Pillow version).
+Why: tests, `make demo` and first experiments need a dataset that downloads nothing, reads through the same
+COCO path as the real thing, and that a small CNN learns on a laptop CPU in a minute or two. Classes are
+shape x colour combinations in which every shape and most colours occur in two classes, so a model must
+combine both cues. Each image holds 1-4 objects (random class, position, size; repeats allowed) over a noisy
+background with grey clutter strokes. Category ids are sparse (as in COCO) and do not match COCO's 80, so
+readers use the file's own categories. Same arguments -> same files, byte for byte (for a given Pillow
+version).
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def make_synth(
     try:
         (tmp / "annotations").mkdir()
         first_id = 1
-        for (split, stream), n in zip(SPLITS, (n_train, n_test)):
+        for (split, stream), n in zip(SPLITS, (n_train, n_test), strict=True):
             doc = _split(tmp, split, n, first_id, seed, stream, image_size)
             first_id += n
             path = tmp / "annotations" / f"instances_{split}.json"

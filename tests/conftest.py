@@ -1,4 +1,4 @@
-"""Shared fixtures: the read-only `../shared` data folder and a small synthetic COCO dataset (prepared once)."""
+"""Shared fixtures: the read-only `../shared` data folder and a small synthetic COCO dataset, prepared."""
 
 from __future__ import annotations
 

@@ -73,7 +73,11 @@ def test_noise_file_per_class(truth, tmp_path):
 
 @pytest.mark.parametrize(
     "content,message",
-    [("class,fn\nzebra,0.1\n", "noise.csv:2: unknown class name 'zebra'"), ("class,fn\nc0,2\n", "outside"), ("a,b\n", "header")],
+    [
+        ("class,fn\nzebra,0.1\n", "noise.csv:2: unknown class name 'zebra'"),
+        ("class,fn\nc0,2\n", "outside"),
+        ("a,b\n", "header"),
+    ],
 )
 def test_noise_file_bad(truth, tmp_path, content, message):
     f = tmp_path / "noise.csv"

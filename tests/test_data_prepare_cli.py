@@ -23,7 +23,11 @@ runner = CliRunner()
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """The real entry point (`main()`): PumlcError becomes one stderr line and exit code 2."""
     return subprocess.run(
-        [sys.executable, "-m", "pumlc_cli", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "pumlc_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
 
 
@@ -37,13 +41,15 @@ def invoke(*args):
 
 
 def test_cli_import_does_not_load_torch():
-    code = "import sys, pumlc_cli, pumlc_cli.cli; pumlc_cli.load_prepared; assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, pumlc_cli, pumlc_cli.cli; pumlc_cli.load_prepared; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
 def test_prepare_synth_subprocess(synth_root, tmp_path):
     out = tmp_path / "p"
-    res = run_cli("prepare", "coco", "--root", synth_root, "--out", out, "--partial", "0.3", "--strip-negatives")
+    res = run_cli(
+        "prepare", "coco", "--root", synth_root, "--out", out, "--partial", "0.3", "--strip-negatives"
+    )
     assert res.returncode == 0, res.stderr
     assert "train" in res.stdout and "partial" in res.stdout
     frame = pd.read_parquet(out / "labels.parquet")
@@ -93,18 +99,41 @@ def test_load_prepared_api(synth_prepared):
 
 
 def test_determinism_byte_identical(synth_root, tmp_path):
-    args = ["--root", synth_root, "--noise-fn", "0.1", "--noise-fp", "0.02", "--partial", "0.5", "--seed", "3"]
+    args = [
+        "--root",
+        synth_root,
+        "--noise-fn",
+        "0.1",
+        "--noise-fp",
+        "0.02",
+        "--partial",
+        "0.5",
+        "--seed",
+        "3",
+    ]
     invoke("prepare", "coco", *args, "--out", tmp_path / "a")
     invoke("prepare", "coco", *args, "--out", tmp_path / "b")
     for name in ("labels.parquet", "manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     invoke("prepare", "coco", *args[:-1], "4", "--out", tmp_path / "c")
-    assert (tmp_path / "a" / "labels.parquet").read_bytes() != (tmp_path / "c" / "labels.parquet").read_bytes()
+    assert (tmp_path / "a" / "labels.parquet").read_bytes() != (
+        tmp_path / "c" / "labels.parquet"
+    ).read_bytes()
 
 
 def test_clean_val_and_val_fraction(synth_root, tmp_path):
-    invoke("prepare", "coco", "--root", synth_root, "--out", tmp_path / "p", "--single-positive", "--clean-val",
-           "--val-fraction", "0.25")
+    invoke(
+        "prepare",
+        "coco",
+        "--root",
+        synth_root,
+        "--out",
+        tmp_path / "p",
+        "--single-positive",
+        "--clean-val",
+        "--val-fraction",
+        "0.25",
+    )
     import pumlc_cli
 
     prep = pumlc_cli.load_prepared(tmp_path / "p")
@@ -127,7 +156,17 @@ def test_force_replaces(synth_root, tmp_path):
 
 def test_coco128_train_only_and_empty_policy(shared_dir, tmp_path):
     ann = shared_dir / "data" / "coco128" / "annotations" / "instances_train2017.json"
-    invoke("prepare", "coco", "--train-ann", ann, "--out", tmp_path / "keep", "--val-fraction", "0", "--check-images")
+    invoke(
+        "prepare",
+        "coco",
+        "--train-ann",
+        ann,
+        "--out",
+        tmp_path / "keep",
+        "--val-fraction",
+        "0",
+        "--check-images",
+    )
     invoke("prepare", "coco", "--train-ann", ann, "--out", tmp_path / "drop", "--empty-images", "drop")
     keep = json.loads((tmp_path / "keep" / "manifest.json").read_text())
     drop = json.loads((tmp_path / "drop" / "manifest.json").read_text())
@@ -140,8 +179,17 @@ def test_coco128_train_only_and_empty_policy(shared_dir, tmp_path):
 
 def test_voc_prepare(shared_dir, tmp_path):
     root = shared_dir / "data" / "voc2007" / "VOCdevkit" / "VOC2007"
-    invoke("prepare", "voc", "--root", root, "--out", tmp_path / "v", "--voc-difficult", "negative",
-           "--check-images")
+    invoke(
+        "prepare",
+        "voc",
+        "--root",
+        root,
+        "--out",
+        tmp_path / "v",
+        "--voc-difficult",
+        "negative",
+        "--check-images",
+    )
     manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
     assert manifest["counts"]["test"] == 9 and manifest["counts"]["train"] + manifest["counts"]["val"] == 500
     assert manifest["policies"]["voc_difficult"] == "negative"
@@ -150,8 +198,18 @@ def test_voc_prepare(shared_dir, tmp_path):
 
 def test_csv_prepare(tmp_path):
     (tmp_path / "train.csv").write_text("image,labels\na.jpg,dog\nb.jpg,cat dog\nc.jpg,\n")
-    invoke("prepare", "csv", "--train", tmp_path / "train.csv", "--images", tmp_path, "--out", tmp_path / "p",
-           "--val-fraction", "0")
+    invoke(
+        "prepare",
+        "csv",
+        "--train",
+        tmp_path / "train.csv",
+        "--images",
+        tmp_path,
+        "--out",
+        tmp_path / "p",
+        "--val-fraction",
+        "0",
+    )
     frame = pd.read_parquet(tmp_path / "p" / "labels.parquet")
     assert frame["truth:dog"].tolist() == [1, 1, -1] and frame["observed:cat"].tolist() == [-1, 1, -1]
 

@@ -89,7 +89,9 @@ def _xml(*objs: tuple[str, int]) -> str:
 
 
 def test_voc_difficult_mixed_and_no_test_set(tmp_path):
-    root = _mini_voc(tmp_path, {"a": _xml(("dog", 1), ("dog", 0), ("cat", 1)), "b": _xml(("person", 0))}, ["a", "b"])
+    root = _mini_voc(
+        tmp_path, {"a": _xml(("dog", 1), ("dog", 0), ("cat", 1)), "b": _xml(("person", 0))}, ["a", "b"]
+    )
     table = read_voc(root)
     cls = {n: i for i, n in enumerate(voc_classes())}
     assert table.truth[0, cls["dog"]] == 1  # one non-difficult object suffices
@@ -152,7 +154,8 @@ def _coco_doc(images, anns, cats=((3, "b"), (1, "a"), (7, "c"))):
     return {
         "images": [{"id": i, "file_name": f"{i}.jpg"} for i in images],
         "annotations": [
-            {"id": k, "image_id": i, "category_id": c, "iscrowd": crowd} for k, (i, c, crowd) in enumerate(anns)
+            {"id": k, "image_id": i, "category_id": c, "iscrowd": crowd}
+            for k, (i, c, crowd) in enumerate(anns)
         ],
         "categories": [{"id": i, "name": n} for i, n in cats],
     }
@@ -165,7 +168,9 @@ def test_coco_own_categories_crowd_and_layout(tmp_path):
         json.dumps(_coco_doc([10, 5, 7], [(5, 1, 0), (5, 7, 1), (10, 3, 0), (10, 3, 0)]))
     )
     (root / "annotations" / "instances_val2014.json").write_text(json.dumps(_coco_doc([1], [(1, 7, 1)])))
-    table = read_coco(root / "annotations" / "instances_train2014.json", root / "annotations" / "instances_val2014.json")
+    table = read_coco(
+        root / "annotations" / "instances_train2014.json", root / "annotations" / "instances_val2014.json"
+    )
     assert table.classes == ["a", "b", "c"] and table.info["class_source"] == "file"
     assert table.image_root == root.resolve()
     assert table.images == ["train2014/10.jpg", "train2014/5.jpg", "train2014/7.jpg", "val2014/1.jpg"]

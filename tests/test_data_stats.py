@@ -33,10 +33,23 @@ def test_label_stats_hand_computed():
     assert summary["truth_equals_observed"] is False
     a, b, c = s["per_class"]
     assert a == {
-        "index": 0, "class": "a", "true_positives": 3, "observed_positives": 2, "missed_positives": 1,
-        "fn_rate": pytest.approx(1 / 3), "injected_fps": 0, "fp_rate": 0.0, "unknown_share": 0.25, "precision": 1.0,
+        "index": 0,
+        "class": "a",
+        "true_positives": 3,
+        "observed_positives": 2,
+        "missed_positives": 1,
+        "fn_rate": pytest.approx(1 / 3),
+        "injected_fps": 0,
+        "fp_rate": 0.0,
+        "unknown_share": 0.25,
+        "precision": 1.0,
     }
-    assert (b["true_positives"], b["observed_positives"], b["missed_positives"], b["injected_fps"]) == (1, 1, 0, 1)
+    assert (b["true_positives"], b["observed_positives"], b["missed_positives"], b["injected_fps"]) == (
+        1,
+        1,
+        0,
+        1,
+    )
     assert b["fn_rate"] == 0.0 and b["fp_rate"] == pytest.approx(1 / 3)
     assert b["unknown_share"] == 0.25 and b["precision"] == 0.0
     assert c["fp_rate"] == 0.5 and c["unknown_share"] == 0.5 and c["precision"] == 0.0
@@ -63,7 +76,9 @@ def test_stats_cli_json_and_tables(tmp_path):
     truth = np.concatenate([TRUTH, TRUTH[:2]])
     observed = np.concatenate([OBSERVED, TRUTH[:2]])
     _write(tmp_path / "p", truth, observed, ["train"] * 4 + ["test"] * 2)
-    result = CliRunner().invoke(app, ["stats", str(tmp_path / "p"), "--json", str(tmp_path / "s.json"), "--sort", "fp"])
+    result = CliRunner().invoke(
+        app, ["stats", str(tmp_path / "p"), "--json", str(tmp_path / "s.json"), "--sort", "fp"]
+    )
     assert result.exit_code == 0, result.output
     assert "per class" in result.output and "positives per image" in result.output
     data = json.loads((tmp_path / "s.json").read_text())
@@ -81,15 +96,32 @@ def test_stats_cli_json_and_tables(tmp_path):
 def test_stats_on_csv_data_truth_only(tmp_path):
     (tmp_path / "train.csv").write_text("image,labels\na.jpg,dog\nb.jpg,cat dog\nc.jpg,\nd.jpg,cat\n")
     runner = CliRunner()
-    res = runner.invoke(app, ["prepare", "csv", "--train", str(tmp_path / "train.csv"), "--images", str(tmp_path),
-                              "--out", str(tmp_path / "p"), "--val-fraction", "0"])
+    res = runner.invoke(
+        app,
+        [
+            "prepare",
+            "csv",
+            "--train",
+            str(tmp_path / "train.csv"),
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "p"),
+            "--val-fraction",
+            "0",
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["stats", str(tmp_path / "p")])
     assert res.exit_code == 0, res.output
     assert "truth equals observed" in res.output
     res = runner.invoke(app, ["stats", str(tmp_path / "p"), "--json", "-"])
     data = json.loads(res.output)
-    assert data["summary"]["label_cardinality"] == 1.0 and data["histogram"]["truth"] == {"0": 1, "1": 2, "2": 1}
+    assert data["summary"]["label_cardinality"] == 1.0 and data["histogram"]["truth"] == {
+        "0": 1,
+        "1": 2,
+        "2": 1,
+    }
     assert all(r["fn_rate"] == 0 and r["precision"] == 1.0 for r in data["per_class"])
 
 

@@ -27,7 +27,7 @@ def test_synth_layout_and_pycocotools(synth_root):
     assert min(per_image) >= 1 and max(per_image) <= 4
     ann = coco.loadAnns(coco.getAnnIds(imgIds=1))[0]
     x, y, w, h = ann["bbox"]
-    assert 0 <= x and 0 <= y and x + w <= 48.01 and y + h <= 48.01 and w > 3
+    assert x >= 0 and y >= 0 and x + w <= 48.01 and y + h <= 48.01 and w > 3
     assert len(list((synth_root / "val2014").glob("*.jpg"))) == 80
 
 
@@ -75,7 +75,9 @@ def test_synth_images_differ_by_class():
 
 
 def test_synth_cli(tmp_path):
-    res = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--images", "10", "--image-size", "32", "--seed", "4"])
+    res = CliRunner().invoke(
+        app, ["synth", str(tmp_path / "s"), "--images", "10", "--image-size", "32", "--seed", "4"]
+    )
     assert res.exit_code == 0, res.output
     assert "8 train2014 + 2 val2014" in res.output
     res = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--images", "10"])

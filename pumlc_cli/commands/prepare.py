@@ -170,7 +170,7 @@ def coco(
     train_images: Annotated[
         Path | None,
         typer.Option(
-            help="Training image folder (default: beside the annotations folder, named after the file, e.g. ROOT/train2014)."
+            help="Training image folder (default: named after the file, beside annotations/, ROOT/train2014)."
         ),
     ] = None,
     test_images: Annotated[
@@ -190,7 +190,7 @@ def coco(
     check_images: CheckImages = False,
     force: Force = False,
 ) -> None:
-    """MS-COCO instances files: train2014 -> train + val, val2014 -> test (crowd annotations count as positives).
+    """MS-COCO instances files: train2014 -> train + val, val2014 -> test (crowd annotations are positives).
 
     With --train-ann and no --root, --test-ann is optional: without it there is no test split.
     """
@@ -241,7 +241,7 @@ def voc(
     voc_difficult: Annotated[
         str,
         typer.Option(
-            help="Class present only as 'difficult' objects: ignore (unknown) | negative (PU-MLC code) | positive.",
+            help="Class present only as 'difficult' objects: ignore (unknown) | negative (PU-MLC) | positive",
             rich_help_panel=_S,
         ),
     ] = "ignore",
@@ -290,7 +290,7 @@ def csv_(
     classes: Annotated[
         str | None,
         typer.Option(
-            help="Class list: a file with one name per line, or comma-separated names (default: inferred, sorted)."
+            help="Class list: a file with one name per line, or comma-separated names (default: inferred)."
         ),
     ] = None,
     partial: Partial = None,

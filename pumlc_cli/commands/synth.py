@@ -17,7 +17,7 @@ def synth(
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
 ) -> None:
-    """Coloured shapes, 10 classes, 1-4 objects per image, in COCO format: `pumlc prepare coco --root OUT` reads it."""
+    """Coloured shapes, 10 classes, 1-4 objects per image: a COCO root for `pumlc prepare coco --root OUT`."""
     from rich.console import Console
 
     from pumlc_cli.errors import PumlcError

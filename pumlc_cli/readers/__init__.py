@@ -20,8 +20,8 @@ POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 class LabelTable:
     """Image-level labels as read from the source, before any corruption.
 
-    `part` says which source file a row came from: "train" (later split into train/val) or "test". Rows keep the
-    source's order (the annotation order matters: the HCP partial-label mask is drawn over it).
+    `part` says which source file a row came from: "train" (later split into train/val) or "test". Rows keep
+    the source's order (the annotation order matters: the HCP partial-label mask is drawn over it).
     """
 
     classes: list[str]

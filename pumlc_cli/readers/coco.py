@@ -1,20 +1,22 @@
 """MS-COCO instances files (2014, 2017 or any subset in that schema) to image-level labels.
 
-The file is parsed exactly as `pycocotools.coco.COCO` parses it (one `json` load of the whole file), but the
-image x class matrix is built with numpy instead of pycocotools' per-annotation index loops: on a val2014-sized
-file the index build costs about as much again as we spend in total.
+The file is parsed as `pycocotools.coco.COCO` parses it (one `json` load of the whole file, same schema), but
+(a) the cyclic garbage collector is paused during the parse and (b) the image x class matrix is built with
+numpy instead of pycocotools' per-annotation index loops, so reading a val2014-sized file costs less than
+`COCO(path)` even though we also hash it (see bench/prepare.py).
 
 Policies (recorded in the manifest):
 - every image listed in `images` is a row, in file order, including images without annotations ("empty";
-  the `--empty-images` option of `prepare` decides whether they are kept, default yes, as HCP-MLR-PL and PU-MLC);
+  `prepare --empty-images` decides whether they are kept; default yes, as HCP-MLR-PL and PU-MLC do);
 - crowd annotations (`iscrowd: 1`) count as positives, like any other annotation of the class;
 - a class absent from an image is a negative (COCO annotations are exhaustive at image level).
-- class order: when the file's categories are exactly COCO's 80 (same ids and names), the contiguous index from
-  `datasets_meta/coco2014.json`; otherwise the file's own categories sorted by id.
+- class order: when the file's categories are exactly COCO's 80 (same ids and names), the contiguous index
+  of `datasets_meta/coco2014.json`; otherwise the file's own categories sorted by id.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -28,12 +30,21 @@ from pumlc_cli.readers import LabelTable, read_source, source_record
 
 def _load_json(path: Path) -> tuple[dict, bytes]:
     data = read_source(path, "COCO annotation file")
+    # The parse allocates millions of small containers and no reference cycles; with the cyclic collector on,
+    # its repeated full passes over the growing heap cost about a third of the load on val2014-sized files.
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         doc = json.loads(data)
     except UnicodeDecodeError as err:
         raise PumlcError(f"{path}: not a UTF-8 JSON file ({err.reason})") from None
     except json.JSONDecodeError as err:
-        raise PumlcError(f"{path}: malformed JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        raise PumlcError(
+            f"{path}: malformed JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from None
+    finally:
+        if was_enabled:
+            gc.enable()
     if not isinstance(doc, dict):
         raise PumlcError(f"{path}: not a COCO instances file (top level is not an object)")
     for key in ("images", "annotations", "categories"):
@@ -46,7 +57,9 @@ def _categories(path: Path, doc: dict) -> list[tuple[int, str]]:
     try:
         cats = sorted((int(c["id"]), str(c["name"])) for c in doc["categories"])
     except (KeyError, TypeError, ValueError):
-        raise PumlcError(f"{path}: malformed 'categories' (each needs an integer 'id' and a 'name')") from None
+        raise PumlcError(
+            f"{path}: malformed 'categories' (each needs an integer 'id' and a 'name')"
+        ) from None
     if not cats:
         raise PumlcError(f"{path}: no categories")
     ids = [i for i, _ in cats]
@@ -66,7 +79,9 @@ def _matrix(path: Path, doc: dict, cat_ids: np.ndarray) -> tuple[np.ndarray, np.
         img_ids = np.fromiter((im["id"] for im in images), dtype=np.int64, count=n)
         names = [im["file_name"] for im in images]
     except (KeyError, TypeError, ValueError):
-        raise PumlcError(f"{path}: malformed 'images' (each needs an integer 'id' and a 'file_name')") from None
+        raise PumlcError(
+            f"{path}: malformed 'images' (each needs an integer 'id' and a 'file_name')"
+        ) from None
     try:
         a_img = np.fromiter((a["image_id"] for a in anns), dtype=np.int64, count=len(anns))
         a_cat = np.fromiter((a["category_id"] for a in anns), dtype=np.int64, count=len(anns))
@@ -84,13 +99,17 @@ def _matrix(path: Path, doc: dict, cat_ids: np.ndarray) -> tuple[np.ndarray, np.
     pos_c = np.minimum(pos, max(n - 1, 0))
     bad = (pos >= n) | (sorted_ids[pos_c] != a_img) if n else np.ones(len(a_img), bool)
     if bad.any():
-        raise PumlcError(f"{path}: an annotation refers to image id {a_img[bad][0]}, which is not in 'images'")
+        raise PumlcError(
+            f"{path}: an annotation refers to image id {a_img[bad][0]}, which is not in 'images'"
+        )
     rows = order[pos_c]
     cpos = np.searchsorted(cat_ids, a_cat)
     cpos_c = np.minimum(cpos, c - 1)
     bad = (cpos >= c) | (cat_ids[cpos_c] != a_cat)
     if bad.any():
-        raise PumlcError(f"{path}: an annotation uses category id {a_cat[bad][0]}, which is not in 'categories'")
+        raise PumlcError(
+            f"{path}: an annotation uses category id {a_cat[bad][0]}, which is not in 'categories'"
+        )
     truth = np.full((n, c), -1, dtype=np.int8)
     truth[rows, cpos_c] = 1
     empty = np.bincount(rows, minlength=n) == 0

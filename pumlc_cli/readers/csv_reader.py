@@ -70,7 +70,7 @@ def _rows(path: Path, sep: str | None) -> tuple[list[tuple[str, list[str], int]]
 def read_csv_labels(
     train: Path, test: Path | None, images: Path, sep: str = " ", classes: list[str] | None = None
 ) -> LabelTable:
-    """Read the train (-> train/val) and optional test (-> test) CSV files; image paths relative to `images`."""
+    """Read the train (-> train/val) and optional test (-> test) CSV files; paths relative to `images`."""
     split_sep = None if sep.strip() == "" else sep
     root = Path(images).resolve()
     files = [("train", Path(train))] + ([("test", Path(test))] if test is not None else [])
@@ -97,7 +97,9 @@ def read_csv_labels(
                 try:
                     rel = rel.resolve().relative_to(root)
                 except ValueError:
-                    raise PumlcError(f"{path}:{line_no}: {image} is not under the image folder {root}") from None
+                    raise PumlcError(
+                        f"{path}:{line_no}: {image} is not under the image folder {root}"
+                    ) from None
             names.append(rel.as_posix())
         part_col += [part] * len(rows)
         truths.append(truth)

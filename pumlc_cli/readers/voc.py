@@ -101,8 +101,12 @@ def read_voc(root: Path, difficult: str = "ignore") -> LabelTable:
             images.append(f"JPEGImages/{filename or image_id + '.jpg'}")
             part_col.append(part)
     sources.append(
-        {"role": "annotations", "path": str(root / "Annotations"), "sha256": xml_digest.hexdigest(),
-         "digest_of": "lines '<id>.xml <sha256 of the file>' for every image read, in image-set order"}
+        {
+            "role": "annotations",
+            "path": str(root / "Annotations"),
+            "sha256": xml_digest.hexdigest(),
+            "digest_of": "lines '<id>.xml <sha256 of the file>' for every image read, in image-set order",
+        }
     )
     truth = np.stack([r for r, _ in rows]) if rows else np.zeros((0, len(classes)), np.int8)
     return LabelTable(
