@@ -63,7 +63,7 @@ def _validate(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.n
 def _positive_ranks(s: np.ndarray, t: np.ndarray) -> _PositiveRanks:
     """Precision and recall at every positive, from one row-wise sort of the score matrix.
 
-    A full argsort is ~3x slower than a value sort here, so we sort values only (unknown entries set to
+    A full argsort is several times slower than a value sort, so we sort values only (unknown entries set to
     -inf, which ranks them below every finite score and so removes them from the counts) and locate
     each positive with a binary search. numpy has no batched searchsorted, so the search loops over
     classes; each iteration is a few vectorised calls on that class's positives.
