@@ -290,3 +290,19 @@ def test_seed_not_integer_and_existing_output(synth_root, tmp_path):
     res = run_cli("prepare", "coco", "--root", synth_root, "--out", tmp_path / "o")
     assert res.returncode == 2
     assert res.stderr.strip() == f"pumlc: error: {tmp_path / 'o'}: already exists (use --force to replace it)"
+
+
+def test_voc_listed_image_without_file(shared_dir, tmp_path):
+    """000002.xml exists without its image: ignored unless listed; listed, --check-images reports it."""
+    real = shared_dir / "data" / "voc2007" / "VOCdevkit" / "VOC2007"
+    root = tmp_path / "VOC2007"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "Annotations").symlink_to(real / "Annotations")
+    (root / "JPEGImages").symlink_to(real / "JPEGImages")
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n000002\n000007\n")
+    with pytest.raises(PumlcError, match="000002.jpg: image listed in the annotations is missing"):
+        invoke("prepare", "voc", "--root", root, "--out", tmp_path / "o", "--check-images")
+    assert not (tmp_path / "o").exists()
+    invoke("prepare", "voc", "--root", root, "--out", tmp_path / "o", "--val-fraction", "0")
+    frame = pd.read_parquet(tmp_path / "o" / "labels.parquet")
+    assert frame["image"].tolist() == ["JPEGImages/000005.jpg", "JPEGImages/000002.jpg", "JPEGImages/000007.jpg"]

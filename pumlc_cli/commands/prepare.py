@@ -5,6 +5,7 @@ Only numpy/pandas/pyarrow are imported here (no torch), so preparing data stays 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -125,7 +126,7 @@ def _summary(out: Path, manifest: dict) -> None:
     tab.add_column("images", justify="right")
     for s in ("train", "val", "test"):
         tab.add_row(s, str(counts[s]))
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(tab)
     src = manifest["source"]
     console.print(

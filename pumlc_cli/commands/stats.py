@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -58,7 +59,7 @@ def stats(
         except OSError as err:
             raise PumlcError(f"{json_file}: cannot write ({err.strerror})") from None
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     s = result["summary"]
     summ = Table(title=f"{path} — {split}", show_header=False)
     summ.add_column("what")
@@ -82,17 +83,14 @@ def stats(
     if s["truth_equals_observed"]:
         console.print("truth equals observed here: no injected noise or hidden labels to measure")
 
-    tab = Table(title=f"per class ({split}, sorted by {sort})", header_style="bold")
-    for col in (
-        "#",
-        "class",
-        "true +",
-        "observed +",
-        "missed + (FN rate)",
-        "injected FP (FP rate)",
-        "unknown",
-        "precision",
-    ):
+    tab = Table(
+        title=f"per class ({split}, sorted by {sort})",
+        header_style="bold",
+        caption="missed+: true positive observed negative (FN = missed+ / true+); "
+        "inj.FP: true negative observed positive (FP = inj.FP / true negatives); "
+        "prec.: share of observed positives that are true",
+    )
+    for col in ("#", "class", "true+", "obs+", "missed+", "FN", "inj.FP", "FP", "unknown", "prec."):
         tab.add_column(col, justify="left" if col == "class" else "right")
     for r in result["per_class"]:
         tab.add_row(
@@ -100,8 +98,10 @@ def stats(
             r["class"],
             str(r["true_positives"]),
             str(r["observed_positives"]),
-            f"{r['missed_positives']} ({_pct(r['fn_rate'])})",
-            f"{r['injected_fps']} ({_pct(r['fp_rate'])})",
+            str(r["missed_positives"]),
+            _pct(r["fn_rate"]),
+            str(r["injected_fps"]),
+            _pct(r["fp_rate"]),
             _pct(r["unknown_share"]),
             _pct(r["precision"]),
         )
