@@ -80,6 +80,9 @@ def stats(
         summ.add_row("unknown in truth (e.g. VOC difficult-only)", str(s["truth_unknown_entries"]))
     summ.add_row("corruptions", " → ".join(result["corruptions"]) or "none")
     console.print(summ)
+    if s["images"] == 0:
+        console.print(f"split {split} holds no images")
+        return
     if s["truth_equals_observed"]:
         console.print("truth equals observed here: no injected noise or hidden labels to measure")
 
