@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from pumlc_cli.models import local_global
 from pumlc_cli.models.local_global import LocalGlobalConv, published_branch_state
 
 
@@ -58,10 +59,17 @@ SHARED = {  # same tensors in both layouts: key -> (reference name, optimised na
 }
 
 
+@pytest.fixture(params=["merged", "separate"])
+def merge_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run both eval-mode paths: 1x1 projection merged into the 3x3 kernel, or run beside it."""
+    monkeypatch.setattr(local_global, "MERGE_MIN_POSITIONS", 0 if request.param == "merged" else 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bn_train", [True, False])
 @pytest.mark.parametrize("conv_trainable", [True, False])
-def test_matches_reference_float64(shape, bn_train: bool, conv_trainable: bool) -> None:
+def test_matches_reference_float64(shape, bn_train: bool, conv_trainable: bool, merge_mode: str) -> None:
     c_in, c_out, stride, h, w = shape
     ref, opt = make_pair(c_in, c_out, stride)
     ref.train(bn_train)
@@ -87,7 +95,7 @@ def test_matches_reference_float64(shape, bn_train: bool, conv_trainable: bool) 
         torch.testing.assert_close(opt.branch.norm.running_var, ref.global_branch.norm.running_var)
 
 
-def test_no_grad_and_channels_last_match() -> None:
+def test_no_grad_and_channels_last_match(merge_mode: str) -> None:
     ref, opt = make_pair(32, 32, 2)
     ref.eval()
     opt.eval()
@@ -103,7 +111,7 @@ def test_no_grad_and_channels_last_match() -> None:
     y.sum().backward()
 
 
-def test_bf16_autocast_close_to_float32() -> None:
+def test_bf16_autocast_close_to_float32(merge_mode: str) -> None:
     _, opt = make_pair(32, 32, 1, dtype=torch.float32)
     opt.eval()
     x = torch.randn(2, 32, 12, 12).to(memory_format=torch.channels_last)

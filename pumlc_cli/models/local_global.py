@@ -39,11 +39,17 @@ and the final rank-h add follows the layout of the conv output, so no layout cop
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+# Merging costs a few passes over the 3x3 weight per step; it saves ~3 MACs per weight and output
+# position (the 1x1 projection's forward and input gradient), so it pays from about this many
+# output positions (batch x H' x W') up; measured on CPU, where it is also the GPU training regime.
+MERGE_MIN_POSITIONS = 1024
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:
@@ -52,14 +58,106 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(b, -1, c)
 
 
-def _add_low_rank(y: torch.Tensor, q: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """y + sum_k q[:, :, k] gate[:, k] as one baddbmm in y's own memory layout."""
-    b, o, hh, ww = y.shape
-    if y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous():
-        out = torch.baddbmm(_tokens(y), _tokens(gate), q.transpose(1, 2))
-        return out.view(b, hh, ww, o).permute(0, 3, 1, 2)
-    out = torch.baddbmm(y.reshape(b, o, hh * ww), q, gate.reshape(b, gate.shape[1], hh * ww))
-    return out.view(b, o, hh, ww)
+def _is_channels_last(y: torch.Tensor) -> bool:
+    return y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+
+
+def _addmm_tokens_(y: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
+    """In place, y[b, :, p] += (left[b] @ right[b])[p, :] with left [B, N, K], right [B, K, O].
+
+    Written into the conv output's own layout (y is not needed by any backward, so in place is safe).
+    """
+    if _is_channels_last(y):
+        _tokens(y).baddbmm_(left.to(y.dtype), right.to(y.dtype))
+    else:
+        b, o = y.shape[:2]
+        y.view(b, o, -1).baddbmm_(right.transpose(1, 2).to(y.dtype), left.transpose(1, 2).to(y.dtype))
+
+
+class _CentreTapConv(torch.autograd.Function):
+    """conv3x3(x, w3 + w1 at the centre tap) + bias, with a backward that never pays for what it skips.
+
+    Autograd through `w3 + pad(w1)` would copy and zero-fill 3x3-sized weight tensors every step and, with
+    w3 frozen, compute the full 3x3 weight gradient to get w1's; here w1's gradient is the centre slice of
+    the 3x3 gradient when that is computed anyway, and a 1x1 weight gradient otherwise. The bias gradient
+    is a plain sum unless the weight gradient is computed (mkldnn computes both or neither).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        w3: torch.Tensor,
+        w1: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+    ) -> torch.Tensor:
+        weight = w3.detach().clone()
+        weight[:, :, 1:2, 1:2] += w1.detach()
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, dilation, bias is not None)
+        return F.conv2d(x, weight, bias, stride, padding, dilation)
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, has_bias = ctx.conf
+        need_x, need_w3, need_w1, need_b = ctx.needs_input_grad[:4]
+        joint_bias = has_bias and need_b and need_w3
+        grad_x, grad_w3, grad_b = torch.ops.aten.convolution_backward(
+            grad_y,
+            x,
+            weight,
+            [weight.shape[0]] if joint_bias else None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            1,
+            [need_x, need_w3, joint_bias],
+        )
+        if has_bias and need_b and not joint_bias:
+            grad_b = grad_y.sum((0, 2, 3))
+        grad_w1 = None
+        if need_w1 and grad_w3 is not None:
+            grad_w1 = grad_w3[:, :, 1:2, 1:2]
+        elif need_w1:
+            grad_w1 = torch.ops.aten.convolution_backward(
+                grad_y,
+                x,
+                weight[:, :, 1:2, 1:2],
+                None,
+                stride,
+                [0, 0],
+                [1, 1],
+                False,
+                [0, 0],
+                1,
+                [False, True, False],
+            )[1]
+        return grad_x, grad_w3, grad_w1, grad_b, None, None, None
+
+
+def centre_tap_conv(
+    x: torch.Tensor,
+    w3: torch.Tensor,
+    w1: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """conv3x3(x, w3) + conv1x1(x, w1, stride) + bias as one convolution (see item 7); autocast-aware."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        cast = [t.to(dtype) if t is not None else None for t in (x, w3, w1, bias)]
+        with torch.autocast(device, enabled=False):
+            return _CentreTapConv.apply(*cast, stride, padding, dilation)
+    return _CentreTapConv.apply(x, w3, w1, bias, stride, padding, dilation)
 
 
 class GlobalBranch(nn.Module):
@@ -92,22 +190,29 @@ class GlobalBranch(nn.Module):
         nn.init.zeros_(self.norm.bias)
 
     def global_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q [B, O, h], gate [B, h, H', W']): the branch's global part is bmm(q, gate) at output size."""
-        b, c = x.shape[:2]
-        h = self.heads
-        r = F.relu(self.reduce(x))
-        logits = self.attn(r)
-        gather = logits[:, :h].flatten(2)
+        """(gate [B, H'W', h], q [B, h, O]): the branch's global part at output position p is gate[p] @ q.
+
+        Small per-position tensors are kept token-major ([B, HW, ch]) in either input layout; the
+        [B, HW, C] view of x feeds batched GEMMs, which read NCHW (transposed) and NHWC alike.
+        """
+        b, c, height, width = x.shape
+        h, s = self.heads, self.stride
+        xt = _tokens(x)
+        reduce_w = self.reduce.weight.view(-1, c)
+        r = F.relu(torch.baddbmm(self.reduce.bias, xt, reduce_w.t().expand(b, -1, -1)))  # [B, HW, m]
+        logits = F.linear(r, self.attn.weight.view(2 * h, -1))  # [B, HW, 2h]
+        gather = logits[..., :h].transpose(1, 2)
         weights = torch.softmax(gather.float() if gather.dtype in _LOW_PRECISION else gather, dim=-1)
-        pooled = torch.bmm(weights.to(x.dtype), _tokens(x))  # [B, h, C]
+        pooled = torch.bmm(weights.to(xt.dtype), xt)  # [B, h, C]: softmax-weighted means of x
         value_w = self.value.weight.view(h, c // h, c)
         z = torch.einsum("bkc,kdc->bkd", pooled, value_w) + self.value.bias.view(h, c // h)
         proj_w = self.proj.weight
-        q = torch.einsum("bkd,okd->bok", z, proj_w.view(proj_w.shape[0], h, c // h))
-        scatter_bias = self.attn_global(r.mean((2, 3)))
-        s = self.stride
-        gate = torch.sigmoid(logits[:, h:, ::s, ::s] + scatter_bias[:, :, None, None])
-        return q, gate
+        q = torch.einsum("bkd,okd->bko", z, proj_w.view(proj_w.shape[0], h, c // h))
+        scatter = logits[..., h:]
+        if s > 1:
+            scatter = scatter.view(b, height, width, h)[:, ::s, ::s].reshape(b, -1, h)
+        gate = torch.sigmoid(scatter + self.attn_global(r.mean(1))[:, None])
+        return gate, q
 
     def norm_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Scale and shift of the norm in eval mode (running statistics)."""
@@ -115,11 +220,15 @@ class GlobalBranch(nn.Module):
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
         return scale, norm.bias - norm.running_mean * scale
 
+    def output(self, x: torch.Tensor, gate: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """BN(W_p x + b_p + global part), for any norm mode."""
+        local = F.conv2d(x, self.proj.weight, self.proj.bias, self.stride)
+        _addmm_tokens_(local, gate, q)
+        return self.norm(local)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The branch output alone, BN(W_p (x + u) + b_p) at the conv's stride."""
-        q, gate = self.global_terms(x)
-        local = F.conv2d(x, self.proj.weight, self.proj.bias, self.stride)
-        return self.norm(_add_low_rank(local, q, gate))
+        return self.output(x, *self.global_terms(x))
 
 
 def _mergeable(conv: nn.Conv2d) -> bool:
@@ -130,6 +239,7 @@ def _mergeable(conv: nn.Conv2d) -> bool:
         and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
         and tuple(conv.padding) == tuple(conv.dilation)
+        and conv.stride[0] == conv.stride[1]
     )
 
 
@@ -140,25 +250,25 @@ class LocalGlobalConv(nn.Module):
         super().__init__()
         self.conv = conv
         self.branch = GlobalBranch(conv.in_channels, conv.out_channels, conv.stride[0], heads, reduction)
-        self.mergeable = _mergeable(conv) and conv.stride[0] == conv.stride[1]
+        self.mergeable = _mergeable(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, branch = self.conv, self.branch
-        q, gate = branch.global_terms(x)
+        gate, q = branch.global_terms(x)
         if branch.norm.training:  # batch statistics need the branch output on its own
-            local = F.conv2d(x, branch.proj.weight, branch.proj.bias, branch.stride)
-            return conv(x) + branch.norm(_add_low_rank(local, q, gate))
+            return conv(x).add_(branch.output(x, gate, q))
         scale, shift = branch.norm_affine()
         proj_w = branch.proj.weight * scale[:, None, None, None]
         bias = shift + branch.proj.bias * scale
-        if conv.bias is not None:
-            bias = bias + conv.bias
-        if self.mergeable and (conv.weight.requires_grad or not torch.is_grad_enabled()):
-            weight = conv.weight + F.pad(proj_w, (1, 1, 1, 1))
-            y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
+        out_positions = x.shape[0] * -(-x.shape[2] // branch.stride) * -(-x.shape[3] // branch.stride)
+        if self.mergeable and out_positions >= MERGE_MIN_POSITIONS:
+            if conv.bias is not None:
+                bias = bias + conv.bias
+            y = centre_tap_conv(x, conv.weight, proj_w, bias, conv.stride, conv.padding, conv.dilation)
         else:
-            y = conv(x) + F.conv2d(x, proj_w, bias, branch.stride)
-        return _add_low_rank(y, q * scale[None, :, None], gate)
+            y = conv(x).add_(F.conv2d(x, proj_w, bias, branch.stride))
+        _addmm_tokens_(y, gate, q * scale)
+        return y
 
 
 def convert_local_global(
