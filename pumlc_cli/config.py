@@ -30,6 +30,7 @@ class TrainConfig:
     pretrained: bool = False
     pretrained_path: str | None = None
     train_policy: str = "last"
+    freeze_bn: bool | None = None
     epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-4

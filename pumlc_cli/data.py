@@ -100,10 +100,15 @@ class LabelledImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         decode_side = getattr(self.transform, "scale", None) or self.transform.size
         img = open_rgb(self.root / self.images[index], decode_side)
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, STREAM_AUGMENT, self.epoch, index))
         return self.transform(img, gen), self.targets[index], index
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 63-bit seed for one sample of one epoch."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+# Independent random streams: a seed is a function of (run seed, stream, keys...), never of call order.
+STREAM_AUGMENT, STREAM_PERMUTATION, STREAM_STEP, STREAM_MIXUP = range(4)
+
+
+def sample_seed(seed: int, stream: int, *keys: int) -> int:
+    """A well-mixed 63-bit seed for one draw of one stream (e.g. one sample of one epoch)."""
+    entropy = [seed, stream, *keys]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -25,21 +25,67 @@ def run_demo(out: Path, *, images: int, epochs: int, image_size: int, model: str
     out.mkdir(parents=True)
     synth, prepared = out / "synth", out / "prepared"
     pumlc("synth", str(synth), "--images", str(images), "--seed", "0")
-    pumlc("prepare", "coco", "--root", str(synth), "--out", str(prepared),
-          "--noise-fn", "0.2", "--partial", "0.5", "--strip-negatives", "--seed", "0")
+    pumlc(
+        "prepare",
+        "coco",
+        "--root",
+        str(synth),
+        "--out",
+        str(prepared),
+        "--noise-fn",
+        "0.2",
+        "--partial",
+        "0.5",
+        "--strip-negatives",
+        "--seed",
+        "0",
+    )
     pumlc("stats", str(prepared), "--split", "train")
     results: dict[str, dict] = {}
     for method in METHODS:
         run = out / "runs" / method
         seconds = pumlc(
-            "train", str(prepared), "--out", str(run), "--loss", method, "--model", model,
-            "--epochs", str(epochs), "--batch-size", "32", "--lr", "3e-3", "--image-size", str(image_size),
-            "--scale-size", str(image_size + image_size // 8), "--train", "all", "--workers", str(workers),
-            "--device", "cpu", "--seed", "0",
+            "train",
+            str(prepared),
+            "--out",
+            str(run),
+            "--loss",
+            method,
+            "--model",
+            model,
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--image-size",
+            str(image_size),
+            "--scale-size",
+            str(image_size + image_size // 8),
+            "--train",
+            "all",
+            "--workers",
+            str(workers),
+            "--device",
+            "cpu",
+            "--seed",
+            "0",
         )
         report_path = out / f"eval-{method}.json"
-        pumlc("eval", str(run / "best.pt"), "--split", "test", "--json", str(report_path),
-              "--workers", str(workers), "--device", "cpu", quiet=True)
+        pumlc(
+            "eval",
+            str(run / "best.pt"),
+            "--split",
+            "test",
+            "--json",
+            str(report_path),
+            "--workers",
+            str(workers),
+            "--device",
+            "cpu",
+            quiet=True,
+        )
         report = json.loads(report_path.read_text())
         report["train_seconds"] = seconds
         results[method] = report
@@ -51,9 +97,16 @@ def print_comparison(results: dict, title: str) -> None:
     for col in ("method", "mAP", "CF1", "OF1", "CF1@top3", "OF1@top3", "weights", "train time"):
         table.add_column(col, justify="left" if col in {"method", "weights"} else "right")
     for method, rep in results.items():
-        table.add_row(method, f"{rep['mAP']:.2f}", f"{rep['CF1']:.2f}", f"{rep['OF1']:.2f}",
-                      f"{rep['top3']['CF1']:.2f}", f"{rep['top3']['OF1']:.2f}", rep["weights"],
-                      f"{rep['train_seconds']:.0f} s")
+        table.add_row(
+            method,
+            f"{rep['mAP']:.2f}",
+            f"{rep['CF1']:.2f}",
+            f"{rep['OF1']:.2f}",
+            f"{rep['top3']['CF1']:.2f}",
+            f"{rep['top3']['OF1']:.2f}",
+            rep["weights"],
+            f"{rep['train_seconds']:.0f} s",
+        )
     Console().print(table)
 
 
@@ -66,10 +119,17 @@ def main() -> None:
     parser.add_argument("--model", default="resnet10t")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    results = run_demo(args.out, images=args.images, epochs=args.epochs, image_size=args.image_size,
-                       model=args.model, workers=args.workers)
-    print_comparison(results, "demo: clean test split, synth data with 20% missed positives, p=0.5, negatives "
-                              "stripped")
+    results = run_demo(
+        args.out,
+        images=args.images,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        model=args.model,
+        workers=args.workers,
+    )
+    print_comparison(
+        results, "demo: clean test split, synth data with 20% missed positives, p=0.5, negatives stripped"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pumlc_cli import dist
 from pumlc_cli.checkpoint import check_classes
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.inference import eval_dataset, predict_probs, shard_loader
-from pumlc_cli.metrics import multilabel_metrics, voc11_average_precision
+from pumlc_cli.metrics import multilabel_metrics
 
 WEIGHTS = ("regular", "ema")
 
@@ -40,7 +40,9 @@ def model_from_checkpoint(payload: dict[str, Any], weights: str, device: torch.d
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise PumlcError(f"checkpoint weights do not fit model {cfg['model']!r}: {str(err).splitlines()[0]}") from err
+        raise PumlcError(
+            f"checkpoint weights do not fit model {cfg['model']!r}: {str(err).splitlines()[0]}"
+        ) from err
     model.to(device).eval()
     if cfg.get("channels_last", True):
         model.to(memory_format=torch.channels_last)
@@ -96,9 +98,4 @@ def evaluate(
 
 
 def compute_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float, voc11: bool) -> dict[str, Any]:
-    metrics = multilabel_metrics(scores, targets, threshold=threshold, top_k=3)
-    if voc11:
-        ap11 = voc11_average_precision(scores, targets)
-        metrics["per_class_ap11"] = ap11
-        metrics["mAP11"] = float(np.nanmean(ap11) * 100) if np.isfinite(ap11).any() else float("nan")
-    return metrics
+    return multilabel_metrics(scores, targets, threshold=threshold, top_k=3, voc11=voc11)

@@ -21,9 +21,7 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
     return contextlib.nullcontext()
 
 
-def shard_loader(
-    dataset: LabelledImages, info: DistInfo, batch_size: int, workers: int
-) -> DataLoader:
+def shard_loader(dataset: LabelledImages, info: DistInfo, batch_size: int, workers: int) -> DataLoader:
     """Each rank takes indices rank, rank+world, …: every image exactly once, none dropped or repeated."""
     indices = list(range(info.rank, len(dataset), info.world))
     return DataLoader(

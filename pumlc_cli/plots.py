@@ -25,7 +25,7 @@ def plot_per_class(path: Path, classes: list[str], per_class_ap: np.ndarray, pre
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ap = np.asarray(per_class_ap, dtype=float) * 100
+    ap = np.asarray(per_class_ap, dtype=float)  # percent
     train = prepared.split_data("train")
     missed = missed_positive_rate(train.truth, train.observed)
     noisy = bool(np.nanmax(missed) > 0) if np.isfinite(missed).any() else False

@@ -23,31 +23,96 @@ from pumlc_cli.runner import console, pumlc
 FULL_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Per-dataset recipe: the paper's α/γ; backbone, resolution, schedule as in its released training commands.
 RECIPES: dict[str, dict[str, object]] = {
-    "voc2007": {"model": "resnet101", "image_size": 448, "scale_size": 512, "batch_size": 32, "lr": 1e-4,
-                "epochs": 40, "alpha": 2.0, "gamma": 0.85, "train": "last", "grid": FULL_GRID,
-                "methods": ("pu", "bce-known", "bce-an", "asl", "wan", "epr")},
-    "coco2014": {"model": "resnet101", "image_size": 448, "scale_size": 512, "batch_size": 32, "lr": 1e-4,
-                 "epochs": 40, "alpha": 1.0, "gamma": 0.55, "train": "last", "grid": FULL_GRID,
-                 "methods": ("pu", "bce-known", "bce-an", "asl", "wan", "epr")},
+    "voc2007": {
+        "model": "resnet101",
+        "image_size": 448,
+        "scale_size": 512,
+        "batch_size": 32,
+        "lr": 1e-4,
+        "epochs": 40,
+        "alpha": 2.0,
+        "gamma": 0.85,
+        "train": "last",
+        "grid": FULL_GRID,
+        "methods": ("pu", "bce-known", "bce-an", "asl", "wan", "epr"),
+    },
+    "coco2014": {
+        "model": "resnet101",
+        "image_size": 448,
+        "scale_size": 512,
+        "batch_size": 32,
+        "lr": 1e-4,
+        "epochs": 40,
+        "alpha": 1.0,
+        "gamma": 0.55,
+        "train": "last",
+        "grid": FULL_GRID,
+        "methods": ("pu", "bce-known", "bce-an", "asl", "wan", "epr"),
+    },
     # Small enough for a laptop CPU: reduced grid and methods, tiny backbone, 64 px.
-    "synth": {"model": "resnet10t", "image_size": 64, "scale_size": 72, "batch_size": 32, "lr": 3e-3,
-              "epochs": 6, "alpha": 1.0, "gamma": 0.55, "train": "all", "grid": (0.1, 0.5, 0.9),
-              "methods": ("pu", "bce-known", "bce-an")},
+    "synth": {
+        "model": "resnet10t",
+        "image_size": 64,
+        "scale_size": 72,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "epochs": 6,
+        "alpha": 1.0,
+        "gamma": 0.55,
+        "train": "all",
+        "grid": (0.1, 0.5, 0.9),
+        "methods": ("pu", "bce-known", "bce-an"),
+    },
 }
 
 
 def prepare_args(dataset: str, data: Path | None, out: Path, p: float, strip: bool) -> list[str]:
     kind = {"voc2007": "voc", "coco2014": "coco", "synth": "coco"}[dataset]
-    args = ["prepare", kind, "--root", str(data), "--out", str(out), "--partial", str(p), "--seed", "0", "--force"]
+    args = [
+        "prepare",
+        kind,
+        "--root",
+        str(data),
+        "--out",
+        str(out),
+        "--partial",
+        str(p),
+        "--seed",
+        "0",
+        "--force",
+    ]
     return args + (["--strip-negatives"] if strip else [])
 
 
-def train_args(recipe: dict, prepared: Path, run: Path, method: str, gpus: int, device: str,
-               extra: list[str]) -> list[str]:
-    args = ["train", str(prepared), "--out", str(run), "--loss", method, "--model", str(recipe["model"]),
-            "--epochs", str(recipe["epochs"]), "--batch-size", str(recipe["batch_size"]), "--lr", str(recipe["lr"]),
-            "--image-size", str(recipe["image_size"]), "--scale-size", str(recipe["scale_size"]),
-            "--train", str(recipe["train"]), "--seed", "0", "--device", device]
+def train_args(
+    recipe: dict, prepared: Path, run: Path, method: str, gpus: int, device: str, extra: list[str]
+) -> list[str]:
+    args = [
+        "train",
+        str(prepared),
+        "--out",
+        str(run),
+        "--loss",
+        method,
+        "--model",
+        str(recipe["model"]),
+        "--epochs",
+        str(recipe["epochs"]),
+        "--batch-size",
+        str(recipe["batch_size"]),
+        "--lr",
+        str(recipe["lr"]),
+        "--image-size",
+        str(recipe["image_size"]),
+        "--scale-size",
+        str(recipe["scale_size"]),
+        "--train",
+        str(recipe["train"]),
+        "--seed",
+        "0",
+        "--device",
+        device,
+    ]
     if method == "pu":
         args += ["--alpha", str(recipe["alpha"]), "--gamma", str(recipe["gamma"])]
     if gpus > 1:
@@ -55,8 +120,17 @@ def train_args(recipe: dict, prepared: Path, run: Path, method: str, gpus: int, 
     return args + extra
 
 
-def run_grid(dataset: str, data: Path | None, out: Path, grid: tuple[float, ...], methods: tuple[str, ...],
-             gpus: int, device: str, extra: list[str], overrides: dict[str, object]) -> dict:
+def run_grid(
+    dataset: str,
+    data: Path | None,
+    out: Path,
+    grid: tuple[float, ...],
+    methods: tuple[str, ...],
+    gpus: int,
+    device: str,
+    extra: list[str],
+    overrides: dict[str, object],
+) -> dict:
     """Prepare, train and evaluate every (p, method) cell not already done; return the cell reports."""
     recipe = {**RECIPES[dataset], **overrides}
     root = out / dataset
@@ -76,8 +150,16 @@ def run_grid(dataset: str, data: Path | None, out: Path, grid: tuple[float, ...]
             report_path = root / "cells" / f"p{p:g}-{method}.json"
             prep = prepare_args(dataset, data, prepared, p, strip)
             train = train_args(recipe, prepared, run, method, gpus, device, extra)
-            evaluate = ["eval", str(run / "best.pt"), "--split", "test", "--json", str(report_path),
-                        "--device", device]
+            evaluate = [
+                "eval",
+                str(run / "best.pt"),
+                "--split",
+                "test",
+                "--json",
+                str(report_path),
+                "--device",
+                device,
+            ]
             commands += ["pumlc " + shlex.join(a) for a in (prep, train, evaluate)]
             if report_path.is_file():
                 console.print(f"[green]done[/] p={p:g} {method} (cached: {report_path})")
@@ -102,8 +184,15 @@ def _unfinished(run: Path, epochs: int) -> bool:
     return not lines or lines[-1]["epoch"] < epochs
 
 
-def write_tables(out: Path, dataset: str, grid: tuple[float, ...], methods: tuple[str, ...], cells: dict,
-                 commands: list[str], recipe: dict) -> None:
+def write_tables(
+    out: Path,
+    dataset: str,
+    grid: tuple[float, ...],
+    methods: tuple[str, ...],
+    cells: dict,
+    commands: list[str],
+    recipe: dict,
+) -> None:
     """results/<dataset>.md and .csv: rows = method, columns = p and the average (test mAP, %)."""
     header = ["method", *(f"p={p:g}" for p in grid), "avg"]
     rows = []
@@ -114,14 +203,30 @@ def write_tables(out: Path, dataset: str, grid: tuple[float, ...], methods: tupl
     csv.writer(buf).writerows([header, *rows])
     _write(out / f"{dataset}.csv", buf.getvalue())
     versions = {name: _version(name) for name in ("pumlc", "torch", "torchvision", "timm", "numpy", "pandas")}
-    md = [f"# {dataset}: test mAP (%) with a proportion p of known labels", "",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md = [
+        f"# {dataset}: test mAP (%) with a proportion p of known labels",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", "Model selected on the val split (held out from train, same corruption); test labels untouched;"
-           " mAP over all test images, classes without positives excluded.", "",
-           f"Recipe: `{json.dumps({k: v for k, v in recipe.items() if k not in {'grid', 'methods'}})}`", "",
-           "## Commands", "", "```", *commands, "```", "", "## Versions", "",
-           f"- python {platform.python_version()}"]
+    md += [
+        "",
+        "Model selected on the val split (held out from train, same corruption); test labels untouched;"
+        " mAP over all test images, classes without positives excluded.",
+        "",
+        f"Recipe: `{json.dumps({k: v for k, v in recipe.items() if k not in {'grid', 'methods'}})}`",
+        "",
+        "## Commands",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+        "## Versions",
+        "",
+        f"- python {platform.python_version()}",
+    ]
     md += [f"- {name} {ver}" for name, ver in versions.items()]
     _write(out / f"{dataset}.md", "\n".join(md) + "\n")
     console.print(f"wrote {out / f'{dataset}.md'} and {out / f'{dataset}.csv'}")
@@ -143,7 +248,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", choices=sorted(RECIPES), default="synth")
     parser.add_argument("--data", type=Path, default=None, help="VOC2007 folder or COCO root (not for synth)")
     parser.add_argument("--out", type=Path, default=Path("results"))

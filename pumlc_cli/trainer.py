@@ -23,7 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pumlc_cli import dist
 from pumlc_cli.checkpoint import check_classes, load_checkpoint, save_checkpoint
 from pumlc_cli.config import TrainConfig
-from pumlc_cli.data import LabelledImages, TrainTransform, sample_seed
+from pumlc_cli.data import (
+    STREAM_MIXUP,
+    STREAM_PERMUTATION,
+    STREAM_STEP,
+    LabelledImages,
+    TrainTransform,
+    sample_seed,
+)
 from pumlc_cli.ema import ModelEma
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.inference import autocast_context, eval_dataset, predict_probs, shard_loader
@@ -54,7 +61,7 @@ def resolve_amp(cfg: TrainConfig, device: torch.device) -> str:
 
 
 def loss_options(cfg: TrainConfig, dataset_kind: str) -> dict[str, Any]:
-    """PU's α, γ default to the paper's per-dataset values; explicit values and --config loss_options win."""
+    """PU's α, γ default to the paper's per-dataset values (VOC for the VOC reader, COCO's otherwise)."""
     from pumlc_cli.losses import PU_DATASET_DEFAULTS
 
     options: dict[str, Any] = dict(cfg.loss_options)
@@ -81,9 +88,11 @@ def val_targets(observed: np.ndarray, policy: str) -> tuple[np.ndarray, str]:
     return targets, policy
 
 
-def epoch_indices(n: int, global_batch: int, steps: int, seed: int, epoch: int, info: dist.DistInfo) -> list[int]:
+def epoch_indices(
+    n: int, global_batch: int, steps: int, seed: int, epoch: int, info: dist.DistInfo
+) -> list[int]:
     """This rank's slice of each global batch of the epoch's permutation (drop-last over global batches)."""
-    gen = torch.Generator().manual_seed(sample_seed(seed, epoch, -1))
+    gen = torch.Generator().manual_seed(sample_seed(seed, STREAM_PERMUTATION, epoch))
     perm = torch.randperm(n, generator=gen)[: steps * global_batch].view(steps, global_batch)
     per_rank = global_batch // info.world
     return perm[:, info.rank * per_rank : (info.rank + 1) * per_rank].reshape(-1).tolist()
@@ -112,7 +121,9 @@ class Trainer:
             raise PumlcError(f"--batch-size {cfg.batch_size} must be divisible by the {info.world} processes")
         train = self.prepared.split_data("train")
         if len(train.images) < cfg.batch_size:
-            raise PumlcError(f"{cfg.data}: {len(train.images)} training images < --batch-size {cfg.batch_size}")
+            raise PumlcError(
+                f"{cfg.data}: {len(train.images)} training images < --batch-size {cfg.batch_size}"
+            )
         self.train_set = LabelledImages(
             self.prepared.image_root,
             train.images,
@@ -135,7 +146,11 @@ class Trainer:
             pretrained_path=cfg.pretrained_path,
             head=cfg.head,
         )
-        self.params = set_trainable(self.model, cfg.train_policy)
+        # Frozen BatchNorm is the paper's fine-tuning setting; from random weights the statistics must learn.
+        freeze_bn = (
+            cfg.freeze_bn if cfg.freeze_bn is not None else bool(cfg.pretrained or cfg.pretrained_path)
+        )
+        self.params = set_trainable(self.model, cfg.train_policy, freeze_bn=freeze_bn)
         self.model.to(info.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -150,7 +165,9 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == "fp16")
         self.loss_fn = build_loss(
-            cfg.loss, len(self.classes), **loss_options(cfg, self.prepared.manifest.get("dataset", "coco"))
+            cfg.loss,
+            len(self.classes),
+            **loss_options(cfg, self.prepared.manifest.get("source", {}).get("reader", "coco")),
         )
         self.use_mixup = cfg.loss == "pu" and cfg.mixup_weight > 0
         self.net: torch.nn.Module = self.model
@@ -184,7 +201,7 @@ class Trainer:
             "manifest_hash": self.prepared.manifest_hash,
             "best": self.best,
             "history": self.history,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
 
     def restore(self, path: Path) -> None:
@@ -212,14 +229,21 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
-            raise PumlcError("--tensorboard needs the tensorboard package: pip install 'pumlc[tensorboard]'") from err
+            raise PumlcError(
+                "--tensorboard needs the tensorboard package: pip install 'pumlc[tensorboard]'"
+            ) from err
         return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> torch.utils.data.DataLoader:
         self.train_set.set_epoch(self.epoch)
         indices = epoch_indices(
-            len(self.train_set), self.cfg.batch_size, self.steps_per_epoch, self.cfg.seed, self.epoch, self.info
+            len(self.train_set),
+            self.cfg.batch_size,
+            self.steps_per_epoch,
+            self.cfg.seed,
+            self.epoch,
+            self.info,
         )
         per_rank = self.cfg.batch_size // self.info.world
         return torch.utils.data.DataLoader(
@@ -233,20 +257,31 @@ class Trainer:
         )
 
     def _step(self, images: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        from pumlc_cli.losses import mixup_regulariser
+        """One optimiser step. PU's mixup images ride in the same forward pass as the batch (one pass, one
+        DDP reduction); with frozen BatchNorm (the paper's policy) that equals the published second pass."""
+        from pumlc_cli.losses import draw_mixup, mixup_penalty
 
-        torch.manual_seed(sample_seed(self.cfg.seed, self.global_step, -2))
+        torch.manual_seed(sample_seed(self.cfg.seed, STREAM_STEP, self.global_step))
         images = images.to(self.info.device, non_blocking=True)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         observed = observed.to(self.info.device, non_blocking=True)
+        n = images.shape[0]
         with autocast_context(self.info.device, self.amp):
-            logits = self.net(images)
-            loss = self.loss_fn(logits, observed)
             if self.use_mixup:
-                gen = torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.global_step, -3))
-                reg = mixup_regulariser(self.net, images, logits, observed, beta=self.cfg.mixup_beta, generator=gen)
-                loss = loss + self.cfg.mixup_weight * reg
+                gen = torch.Generator().manual_seed(
+                    sample_seed(self.cfg.seed, STREAM_MIXUP, self.global_step)
+                )
+                mixed, plan = draw_mixup(images, beta=self.cfg.mixup_beta, generator=gen)
+                both = torch.cat([images, mixed])
+                if self.cfg.channels_last:
+                    both = both.contiguous(memory_format=torch.channels_last)
+                out = self.net(both)
+                logits = out[:n]
+                loss = self.loss_fn(logits, observed)
+                loss = loss + self.cfg.mixup_weight * mixup_penalty(out[n:], logits, observed, plan)
+            else:
+                loss = self.loss_fn(self.net(images), observed)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
@@ -271,12 +306,13 @@ class Trainer:
         """mAP over the val split's known labels, for the regular and the EMA weights."""
         if len(self.val_set) == 0:
             return {}
-        loader = shard_loader(self.val_set, self.info, max(1, self.cfg.batch_size // self.info.world * 2),
-                              self.cfg.workers)
+        loader = shard_loader(
+            self.val_set, self.info, max(1, self.cfg.batch_size // self.info.world * 2), self.cfg.workers
+        )
         out = {}
         for name, net in (("regular", self.model), ("ema", self.ema.module)):
             probs = predict_probs(net, loader, self.info, self.amp, self.cfg.channels_last, len(self.classes))
-            out[name] = multilabel_metrics(probs, self.val_targets)["mAP"]
+            out[name] = float(multilabel_metrics(probs, self.val_targets)["mAP"])
         return out
 
     def run(self) -> None:
@@ -294,15 +330,22 @@ class Trainer:
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.0f} img/s"),
+            TextColumn(
+                "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.0f} img/s"
+            ),
             TimeElapsedColumn(),
             console=console,
             disable=not info.is_main,
         ) as progress:
             while self.epoch < cfg.epochs:
                 task = progress.add_task(
-                    "train", total=self.steps_per_epoch, completed=self.step_in_epoch,
-                    epoch=f"{self.epoch + 1}/{cfg.epochs}", loss=0.0, lr=self.scheduler.get_last_lr()[0], ips=0.0,
+                    "train",
+                    total=self.steps_per_epoch,
+                    completed=self.step_in_epoch,
+                    epoch=f"{self.epoch + 1}/{cfg.epochs}",
+                    loss=0.0,
+                    lr=self.scheduler.get_last_lr()[0],
+                    ips=0.0,
                 )
                 loss_sum = torch.zeros((), device=info.device)
                 n_steps = 0
@@ -314,9 +357,13 @@ class Trainer:
                     self.global_step += 1
                     if n_steps % 10 == 0 or self.step_in_epoch == self.steps_per_epoch:
                         elapsed = time.perf_counter() - t0
-                        progress.update(task, completed=self.step_in_epoch, loss=float(loss_sum) / n_steps,
-                                        lr=self.scheduler.get_last_lr()[0],
-                                        ips=n_steps * cfg.batch_size / max(elapsed, 1e-9))
+                        progress.update(
+                            task,
+                            completed=self.step_in_epoch,
+                            loss=float(loss_sum) / n_steps,
+                            lr=self.scheduler.get_last_lr()[0],
+                            ips=n_steps * cfg.batch_size / max(elapsed, 1e-9),
+                        )
                     if self._should_stop():
                         return self._stop(progress)
                 train_loss = float(loss_sum) / max(1, n_steps)
@@ -332,7 +379,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.global_step,
             "train_loss": train_loss,
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": float(self.scheduler.get_last_lr()[0]),
             "images_per_s": ips,
             "val_mAP": scores.get("regular"),
             "val_mAP_ema": scores.get("ema"),
@@ -354,9 +401,7 @@ class Trainer:
                 for key, value in record.items():
                     if key not in {"epoch", "step"} and value is not None:
                         self.writer.add_scalar(key, value, self.global_step)
-            val = (
-                f"val mAP {scores['regular']:.2f} (EMA {scores['ema']:.2f})" if scores else "no val split"
-            )
+            val = f"val mAP {scores['regular']:.2f} (EMA {scores['ema']:.2f})" if scores else "no val split"
             progress.console.print(
                 f"epoch {self.epoch}/{self.cfg.epochs}: loss {train_loss:.4f}, {val}, {ips:.0f} img/s"
                 + (" [green]best[/]" if improved else "")
@@ -370,7 +415,9 @@ class Trainer:
         where = f"epoch {self.epoch + 1} step {self.step_in_epoch}/{self.steps_per_epoch}"
         if self.stop_signal is None and self.cfg.max_steps:
             if self.info.is_main:
-                progress.console.print(f"stopped after --max-steps {self.cfg.max_steps} at {where}; saved last.pt")
+                progress.console.print(
+                    f"stopped after --max-steps {self.cfg.max_steps} at {where}; saved last.pt"
+                )
             return
         sig = self.stop_signal or signal.SIGTERM
         raise Interrupted(

@@ -23,8 +23,12 @@ def eval_command(
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Score threshold for CP/CR/CF1/OP/OR/OF1."),
     json_file: Path | None = typer.Option(None, "--json", help="Write every number to this JSON file."),
     plot: Path | None = typer.Option(None, help="PNG of per-class AP (and AP vs missed-positive rate)."),
-    scores_file: Path | None = typer.Option(None, "--save-scores", help="Write images, targets, scores (.npz)."),
-    mask_unknown: bool = typer.Option(False, "--mask-unknown", help="Score observed labels, unknowns ignored."),
+    scores_file: Path | None = typer.Option(
+        None, "--save-scores", help="Write images, targets, scores (.npz)."
+    ),
+    mask_unknown: bool = typer.Option(
+        False, "--mask-unknown", help="Score observed labels, unknowns ignored."
+    ),
     voc11: bool = typer.Option(False, "--voc11", help="Also report VOC 11-point interpolated AP."),
     weights: str = typer.Option("best", help="Headline weights: best (val-selected), regular or ema."),
     batch_size: int = typer.Option(64, min=1, help="Images per batch per process."),
@@ -50,8 +54,24 @@ def eval_command(
     kind = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     procs = gpus if kind == "cuda" else nproc
     if procs > 1 and "LOCAL_RANK" not in os.environ:
-        raise typer.Exit(_relaunch(procs, ckpt, data, split, threshold, json_file, plot, scores_file,
-                                   mask_unknown, voc11, weights, batch_size, workers, kind))
+        raise typer.Exit(
+            _relaunch(
+                procs,
+                ckpt,
+                data,
+                split,
+                threshold,
+                json_file,
+                plot,
+                scores_file,
+                mask_unknown,
+                voc11,
+                weights,
+                batch_size,
+                workers,
+                kind,
+            )
+        )
 
     from pumlc_cli import dist
     from pumlc_cli.evaluate import evaluate
@@ -59,8 +79,19 @@ def eval_command(
     info = dist.setup(kind)
     try:
         amp = "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "none"
-        result = evaluate(payload, ckpt, data, split, threshold=threshold, mask_unknown=mask_unknown,
-                          voc11=voc11, batch_size=batch_size, workers=workers, info=info, amp=amp)
+        result = evaluate(
+            payload,
+            ckpt,
+            data,
+            split,
+            threshold=threshold,
+            mask_unknown=mask_unknown,
+            voc11=voc11,
+            batch_size=batch_size,
+            workers=workers,
+            info=info,
+            amp=amp,
+        )
     finally:
         dist.teardown(info)
     if not info.is_main:
@@ -77,9 +108,14 @@ def eval_command(
         import numpy as np
 
         tmp = scores_file.with_name(f".{scores_file.name}.tmp.npz")
-        np.savez_compressed(tmp, images=np.array(result.images), targets=result.targets,
-                            scores_regular=result.scores["regular"], scores_ema=result.scores["ema"],
-                            classes=np.array(classes))
+        np.savez_compressed(
+            tmp,
+            images=np.array(result.images),
+            targets=result.targets,
+            scores_regular=result.scores["regular"],
+            scores_ema=result.scores["ema"],
+            classes=np.array(classes),
+        )
         os.replace(tmp, scores_file)
     if plot:
         from pumlc_cli.plots import plot_per_class
@@ -87,22 +123,39 @@ def eval_command(
         plot_per_class(plot, classes, result.metrics[headline]["per_class_ap"], load_prepared(data))
 
 
-def build_report(result: Any, classes: list[str], headline: str, threshold: float, ckpt: str, data: str,
-                 split: str, mask_unknown: bool) -> dict[str, Any]:
+def build_report(
+    result: Any,
+    classes: list[str],
+    headline: str,
+    threshold: float,
+    ckpt: str,
+    data: str,
+    split: str,
+    mask_unknown: bool,
+) -> dict[str, Any]:
     """The JSON document: headline metrics at top level, both weight sets under `all_weights`."""
+
     def block(m: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {k: _clean(m[k]) for k in METRIC_KEYS}
         out["top3"] = {k: _clean(m["top3"][k]) for k in METRIC_KEYS if k in m["top3"]}
-        out["per_class"] = {c: _clean(ap * 100) for c, ap in zip(classes, m["per_class_ap"])}
+        out["per_class"] = {c: _clean(ap) for c, ap in zip(classes, m["per_class_ap"])}
         out["classes_without_positives"] = [classes[i] for i in m["classes_without_positives"]]
-        if "mAP11" in m:
-            out["mAP11"] = _clean(m["mAP11"])
+        if "mAP_voc11" in m:
+            out["mAP11"] = _clean(m["mAP_voc11"])
         return out
 
     blocks = {w: block(m) for w, m in result.metrics.items()}
-    report = {**blocks[headline], "weights": headline, "n_images": len(result.images), "threshold": threshold,
-              "split": split, "targets": "observed (unknown ignored)" if mask_unknown else "truth",
-              "checkpoint": ckpt, "data": data, "all_weights": blocks}
+    report = {
+        **blocks[headline],
+        "weights": headline,
+        "n_images": len(result.images),
+        "threshold": threshold,
+        "split": split,
+        "targets": "observed (unknown ignored)" if mask_unknown else "truth",
+        "checkpoint": ckpt,
+        "data": data,
+        "all_weights": blocks,
+    }
     return report
 
 
@@ -111,8 +164,10 @@ def render(report: dict[str, Any], voc11: bool) -> None:
     from rich.table import Table
 
     console = Console()
-    overall = Table(title=f"{report['split']} split, {report['n_images']} images, threshold {report['threshold']}"
-                    f" (targets: {report['targets']})")
+    overall = Table(
+        title=f"{report['split']} split, {report['n_images']} images, threshold {report['threshold']}"
+        f" (targets: {report['targets']})"
+    )
     overall.add_column("weights")
     for key in METRIC_KEYS:
         overall.add_column(key, justify="right")
@@ -137,23 +192,64 @@ def render(report: dict[str, Any], voc11: bool) -> None:
         per_class.add_row(cls, _fmt(ap))
     console.print(per_class)
     if report["classes_without_positives"]:
-        console.print("classes without positives (excluded from mAP): " + ", ".join(report["classes_without_positives"]))
+        console.print(
+            "classes without positives (excluded from mAP): " + ", ".join(report["classes_without_positives"])
+        )
 
 
-def _relaunch(procs: int, ckpt: Path, data: Path, split: str, threshold: float, json_file: Path | None,
-              plot: Path | None, scores_file: Path | None, mask_unknown: bool, voc11: bool, weights: str,
-              batch_size: int, workers: int, kind: str) -> int:
+def _relaunch(
+    procs: int,
+    ckpt: Path,
+    data: Path,
+    split: str,
+    threshold: float,
+    json_file: Path | None,
+    plot: Path | None,
+    scores_file: Path | None,
+    mask_unknown: bool,
+    voc11: bool,
+    weights: str,
+    batch_size: int,
+    workers: int,
+    kind: str,
+) -> int:
     from pumlc_cli.launch import free_port
 
-    args = [str(ckpt), "--data", str(data), "--split", split, "--threshold", str(threshold), "--weights", weights,
-            "--batch-size", str(batch_size), "--workers", str(workers), "--device", kind]
+    args = [
+        str(ckpt),
+        "--data",
+        str(data),
+        "--split",
+        split,
+        "--threshold",
+        str(threshold),
+        "--weights",
+        weights,
+        "--batch-size",
+        str(batch_size),
+        "--workers",
+        str(workers),
+        "--device",
+        kind,
+    ]
     for flag, value in (("--json", json_file), ("--plot", plot), ("--save-scores", scores_file)):
         if value is not None:
             args += [flag, str(value)]
     args += ["--mask-unknown"] if mask_unknown else []
     args += ["--voc11"] if voc11 else []
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "pumlc_cli", "eval", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={procs}",
+        "--nnodes=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "pumlc_cli",
+        "eval",
+        *args,
+    ]
     return subprocess.call(cmd)
 
 

@@ -23,12 +23,16 @@ def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given, folders searched recursively for image files, globs expanded; order kept, no repeats."""
     found: list[Path] = []
     for raw in paths:
-        matches = [Path(m) for m in sorted(glob.glob(raw, recursive=True))] if glob.has_magic(raw) else [Path(raw)]
+        matches = (
+            [Path(m) for m in sorted(glob.glob(raw, recursive=True))] if glob.has_magic(raw) else [Path(raw)]
+        )
         if not matches:
             raise PumlcError(f"{raw}: no file matches")
         for path in matches:
             if path.is_dir():
-                found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                found += sorted(
+                    p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                )
             elif path.exists():
                 found.append(path)
             else:
@@ -41,7 +45,9 @@ def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0),
     json_file: Path | None = typer.Option(None, "--json", help="Write predictions as JSON."),
-    csv_file: Path | None = typer.Option(None, "--csv", help="Write predictions as CSV (image, labels, scores)."),
+    csv_file: Path | None = typer.Option(
+        None, "--csv", help="Write predictions as CSV (image, labels, scores)."
+    ),
     weights: str = typer.Option("best", help="best (val-selected), regular or ema."),
     batch_size: int = typer.Option(32, min=1),
     device: str = typer.Option("auto", help="cuda, cpu or auto."),
@@ -78,8 +84,13 @@ def predict(
             probs = torch.sigmoid(model(images).float()).cpu().numpy()
         for (path, _), p in zip(batch, probs):
             labels = [(classes[i], float(p[i])) for i in p.argsort()[::-1] if p[i] >= threshold]
-            rows.append({"image": str(path), "labels": [c for c, _ in labels],
-                         "scores": {c: round(float(s), 6) for c, s in zip(classes, p)}})
+            rows.append(
+                {
+                    "image": str(path),
+                    "labels": [c for c, _ in labels],
+                    "scores": {c: round(float(s), 6) for c, s in zip(classes, p)},
+                }
+            )
         batch.clear()
 
     for path in files:
@@ -96,8 +107,14 @@ def predict(
         raise PumlcError("no readable image among the given paths")
 
 
-def _report(rows: list[dict], skipped: list[tuple[str, str]], threshold: float, json_file: Path | None,
-            csv_file: Path | None, classes: list[str]) -> None:
+def _report(
+    rows: list[dict],
+    skipped: list[tuple[str, str]],
+    threshold: float,
+    json_file: Path | None,
+    csv_file: Path | None,
+    classes: list[str],
+) -> None:
     import sys
 
     from rich.console import Console
@@ -107,7 +124,11 @@ def _report(rows: list[dict], skipped: list[tuple[str, str]], threshold: float, 
     for path, why in skipped:
         err_console.print(f"[yellow]skipped[/] {why}", highlight=False)
     if json_file:
-        doc = {"threshold": threshold, "predictions": rows, "skipped": [{"image": p, "error": e} for p, e in skipped]}
+        doc = {
+            "threshold": threshold,
+            "predictions": rows,
+            "skipped": [{"image": p, "error": e} for p, e in skipped],
+        }
         _write_atomic(json_file, json.dumps(doc, indent=2) + "\n")
     if csv_file:
         buf = io.StringIO()

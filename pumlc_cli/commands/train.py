@@ -14,9 +14,27 @@ from pumlc_cli.errors import PumlcError
 # Options whose change would alter a resumed run's trajectory; everything else (workers, TensorBoard, process
 # count — global batches do not depend on it) may change on --resume.
 _RESUME_LOCKED = {
-    "loss", "model", "local_global", "head", "train_policy", "epochs", "batch_size", "lr", "weight_decay",
-    "optimizer", "pct_start", "image_size", "scale_size", "ema_decay", "seed", "alpha", "gamma",
-    "mixup_weight", "mixup_beta", "loss_options", "grad_clip",
+    "loss",
+    "model",
+    "local_global",
+    "head",
+    "train_policy",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "pct_start",
+    "image_size",
+    "scale_size",
+    "ema_decay",
+    "seed",
+    "alpha",
+    "gamma",
+    "mixup_weight",
+    "mixup_beta",
+    "loss_options",
+    "grad_clip",
 }
 
 
@@ -26,11 +44,20 @@ def train(
     out: Path = typer.Option(..., "--out", help="Run folder: last.pt, best.pt, metrics.jsonl, config.json."),
     loss: str = typer.Option("pu", help="pu, bce-an, bce-known, asl, wan, epr, ll-r."),
     model: str = typer.Option("resnet101", help="timm backbone name."),
-    local_global: bool = typer.Option(True, "--local-global/--no-local-global", help="Local-global branches."),
+    local_global: bool = typer.Option(
+        True, "--local-global/--no-local-global", help="Local-global branches."
+    ),
     head: str = typer.Option("linear", help="Classifier head."),
     pretrained: bool = typer.Option(False, help="Load timm's pretrained weights (needs internet)."),
     pretrained_path: Path | None = typer.Option(None, help="Local backbone state dict to start from."),
-    train_policy: str = typer.Option("last", "--train", "--train-policy", help="Trainable weights: all | last (paper) | branches."),
+    train_policy: str = typer.Option(
+        "last", "--train", "--train-policy", help="Trainable weights: all | last (paper) | branches."
+    ),
+    freeze_bn: bool | None = typer.Option(
+        None,
+        "--freeze-bn/--no-freeze-bn",
+        help="Frozen BatchNorm (default: on when starting from pretrained weights).",
+    ),
     epochs: int = typer.Option(40, min=1),
     batch_size: int = typer.Option(32, min=1, help="Global batch size (split across processes)."),
     lr: float = typer.Option(1e-4, min=0.0, help="Peak learning rate of the one-cycle schedule."),
@@ -54,7 +81,9 @@ def train(
     master_addr: str = typer.Option("127.0.0.1"),
     master_port: int = typer.Option(0, min=0, help="0 picks a free port on one node (29500 on several)."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN/last.pt exactly."),
-    alpha: float | None = typer.Option(None, help="PU temperature scale α (default per dataset: COCO 1.0, VOC 2.0)."),
+    alpha: float | None = typer.Option(
+        None, help="PU temperature scale α (default per dataset: COCO 1.0, VOC 2.0)."
+    ),
     gamma: float | None = typer.Option(None, help="PU re-balance exponent γ (COCO 0.55, VOC 0.85)."),
     mixup_weight: float = typer.Option(1.0, min=0.0, help="Weight of PU's mixup regulariser; 0 disables."),
     mixup_beta: float = typer.Option(0.3, min=0.0, help="Beta(b, b) of the mixup coefficient."),
@@ -64,7 +93,7 @@ def train(
     config: Path | None = typer.Option(None, help="TOML/YAML/JSON file of the same option names."),
 ) -> None:
     """Train PU-MLC or a baseline on a prepared folder; validates on its val split every epoch."""
-    from pumlc_cli.config import TrainConfig, build_config, read_config_file
+    from pumlc_cli.config import build_config, read_config_file
 
     explicit = {
         name: value
@@ -81,8 +110,11 @@ def train(
         if not (out / "last.pt").is_file():
             raise PumlcError(f"{out / 'last.pt'}: nothing to resume")
         previous = read_config_file(saved)
-        changed = sorted(k for k in _RESUME_LOCKED if k in {**file_values, **explicit}
-                         and {**file_values, **explicit}[k] != previous.get(k))
+        changed = sorted(
+            k
+            for k in _RESUME_LOCKED
+            if k in {**file_values, **explicit} and {**file_values, **explicit}[k] != previous.get(k)
+        )
         if changed:
             raise PumlcError(f"--resume cannot change {', '.join(changed)} (saved in {saved})")
         file_values = {**previous, **file_values, "max_steps": 0}
