@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,21 +51,32 @@ def make_model(name: str, classes: int, variant: str, policy: str, channels_last
     return model.train()
 
 
-def time_steps(step: Callable[[], None], warmup: int, reps: int) -> float:
-    """Median seconds of `reps` calls after `warmup` calls."""
+def time_interleaved(
+    steps: dict[Any, Callable[[], None]], warmup: int, reps: int
+) -> dict[Any, tuple[float, float]]:
+    """Median (wall, process CPU) seconds per step of each entry, running them in turn each rep.
+
+    Interleaving spreads load from other processes on a shared machine over all variants alike, and
+    process CPU time (with one intra-op thread) does not count the time the process was preempted.
+    """
     for _ in range(warmup):
-        step()
-    times = []
+        for step in steps.values():
+            step()
+    times: dict[Any, list[tuple[float, float]]] = {name: [] for name in steps}
     for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in steps.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            step()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {
+        name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+        for name, t in times.items()
+    }
 
 
 def bce_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -81,7 +93,7 @@ def pu_step(
 
     loss_fn = build_loss("pu", observed.shape[1])
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    opt = torch.optim.AdamW(params, lr=1e-4)
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:
@@ -104,11 +116,15 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=80)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (1: stable timings on a shared machine)"
+    )
     parser.add_argument("--nchw", action="store_true", help="NCHW instead of channels_last")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--skip-pu", action="store_true")
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)
     channels_last = not args.nchw
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, args.size, args.size, generator=gen)
@@ -124,14 +140,15 @@ def main() -> None:
 
     variants = ["plain", "optimised"] + ([] if args.skip_reference else ["reference"])
     for policy in ("all", "last"):
-        times = {}
-        for variant in variants:
-            model = make_model(args.model, args.classes, variant, policy, channels_last)
-            times[variant] = time_steps(bce_step(model, images, targets), args.warmup, args.reps)
-            del model
-        line = ", ".join(f"{v} {t * 1000:.0f} ms" for v, t in times.items())
-        ratios = ", ".join(f"{v}/plain {times[v] / times['plain']:.3f}" for v in variants[1:])
-        print(f"policy {policy:4s} step: {line}; ratio {ratios}")
+        models = {v: make_model(args.model, args.classes, v, policy, channels_last) for v in variants}
+        times = time_interleaved(
+            {v: bce_step(m, images, targets) for v, m in models.items()}, args.warmup, args.reps
+        )
+        del models
+        for i, kind in enumerate(("cpu", "wall")):
+            line = ", ".join(f"{v} {t[i] * 1000:.0f} ms" for v, t in times.items())
+            ratios = ", ".join(f"{v}/plain {times[v][i] / times['plain'][i]:.3f}" for v in variants[1:])
+            print(f"policy {policy:4s} step ({kind:4s}): {line}; ratio {ratios}")
 
     if args.skip_pu:
         return
@@ -140,12 +157,18 @@ def main() -> None:
     except ImportError as err:
         print(f"pu recipe: skipped, pumlc_cli.losses not available yet ({err})")
         return
+    steps = {}
     for variant in ("plain", "optimised"):
         model = make_model(args.model, args.classes, variant, "last", channels_last)
         for mixup in (False, True):
-            seconds = time_steps(pu_step(model, images, observed, mixup), args.warmup, args.reps)
-            label = "pu+mixup" if mixup else "pu      "
-            print(f"{label} policy last, {variant:9s}: {args.batch / seconds:6.1f} images/s")
+            steps[(variant, mixup)] = pu_step(model, images, observed, mixup)
+    times = time_interleaved(steps, args.warmup, args.reps)
+    for (variant, mixup), (wall, cpu) in times.items():
+        label = "pu+mixup" if mixup else "pu      "
+        print(
+            f"{label} policy last, {variant:9s}: {args.batch / cpu:6.1f} images/s "
+            f"(CPU time; wall {args.batch / wall:.1f})"
+        )
 
 
 if __name__ == "__main__":
