@@ -25,6 +25,18 @@ def pu_data(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def learn_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A larger synth set (640 train+val / 160 test at 48 px) for the learning tests, PU input at p = 0.5."""
+    from pumlc_cli.synth import make_synth
+
+    base = tmp_path_factory.mktemp("learn")
+    make_synth(base / "coco", n_train=640, n_test=160, seed=0, image_size=48)
+    out = base / "prepared"
+    run_cli("prepare", "coco", "--root", base / "coco", "--out", out, "--partial", "0.5", "--strip-negatives")
+    return out
+
+
 def _test_map(run: Path) -> tuple[float, dict]:
     report_file = run / "eval.json"
     run_cli(
@@ -35,18 +47,19 @@ def _test_map(run: Path) -> tuple[float, dict]:
 
 
 @pytest.mark.parametrize("loss", ["pu", "bce-an"])
-def test_short_run_learns(pu_data: Path, tmp_path: Path, loss: str) -> None:
+def test_short_run_learns(learn_data: Path, tmp_path: Path, loss: str) -> None:
     run = tmp_path / loss
-    run_cli(*train_args(pu_data, run, loss=loss, epochs=6))
+    run_cli(*train_args(learn_data, run, "--image-size", "40", "--scale-size", "44", loss=loss, epochs=6))
     for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json"):
         assert (run / name).is_file(), name
     history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, 7))
     test_map, report = _test_map(run)
-    chance = chance_map(load_prepared(pu_data).split_data("test").truth)
-    # Random scores give about `chance`; a model that learnt the shapes is far above it.
-    assert test_map > chance + 0.5 * (100 - chance), (test_map, chance)
-    assert report["n_images"] == len(load_prepared(pu_data).split_data("test").images)
+    test = load_prepared(learn_data).split_data("test")
+    chance = chance_map(test.truth)
+    # Random scores give about `chance` (~22 here); a model that learnt the shapes is far above it.
+    assert test_map > chance + 0.3 * (100 - chance), (test_map, chance)
+    assert report["n_images"] == len(test.images)
 
 
 def test_config_json_repeats_the_run(pu_data: Path, tmp_path: Path) -> None:
@@ -151,7 +164,7 @@ def test_checkpoint_from_other_dataset_is_refused(pu_data: Path, tmp_path: Path)
 
 def test_two_process_gloo_run_matches_one_process(pu_data: Path, tmp_path: Path) -> None:
     """torchrun with 2 gloo ranks: same global batches, all-reduced PU statistics → the 1-process weights."""
-    common = ["--train", "last", "--mixup-weight", "0"]
+    common = ["--train", "last", "--freeze-bn", "--mixup-weight", "0"]
     run_cli(*train_args(pu_data, tmp_path / "one", *common, epochs=1))
     run_cli(*train_args(pu_data, tmp_path / "two", *common, "--nproc", "2", epochs=1))
     for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json"):
