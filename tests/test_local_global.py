@@ -101,6 +101,7 @@ def test_no_grad_and_channels_last_match(merge_mode: str) -> None:
     opt.eval()
     x = torch.randn(2, 32, 10, 10, dtype=torch.float64)
     expected = ref(x)
+    torch.testing.assert_close(opt.branch(x), ref.global_branch(x))  # the branch on its own
     with torch.no_grad():
         torch.testing.assert_close(opt(x), expected)
     x_cl = x.to(memory_format=torch.channels_last)
