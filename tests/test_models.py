@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.models import GlobalBranch, LocalGlobalConv, build_model, freeze_batchnorm, set_trainable
+from pumlc_cli.models import (
+    GlobalBranch,
+    LocalGlobalConv,
+    SemanticHead,
+    build_model,
+    freeze_batchnorm,
+    label_cooccurrence,
+    set_trainable,
+)
 
 TINY = "test_resnet"
 
@@ -155,3 +164,70 @@ def test_channels_last_bf16_model() -> None:
     assert logits.shape == (2, 3)
     logits.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_label_cooccurrence_matches_counting_loop() -> None:
+    observed = np.random.default_rng(0).choice([-1, 0, 1], size=(40, 6), p=[0.5, 0.2, 0.3])
+    observed[:, 5] = -1  # a class never observed positive
+    expected = np.zeros((6, 6))
+    for row in observed:
+        idx = np.flatnonzero(row == 1)
+        for i in idx:
+            for j in idx:
+                expected[i, j] += 1
+    for i in range(6):
+        if expected[i, i]:
+            expected[i] /= expected[i, i]
+    np.testing.assert_allclose(label_cooccurrence(observed), expected)
+
+
+def _semantic_reference(head: SemanticHead, features: torch.Tensor) -> torch.Tensor:
+    """The published formulas written out per class and per gate (float64)."""
+    f = head.project(torch.nn.functional.avg_pool2d(features, 2, ceil_mode=True))
+    b, d = f.shape[:2]
+    fmap = f.flatten(2).transpose(1, 2)  # [B, HW, D]
+    feats = []
+    for c in range(head.embeddings.shape[0]):
+        joint = torch.tanh(head.feature_fc(fmap) * head.embedding_fc(head.embeddings[c]))
+        coef = torch.softmax(head.score(joint)[..., 0], dim=1)  # [B, HW]
+        feats.append((fmap * coef[..., None]).sum(1))
+    semantic = torch.stack(feats, 1)
+    w_in, b_in = head.gate_in.weight, head.gate_in.bias
+    w_st, b_st = head.gate_state.weight, head.gate_state.bias
+    h = semantic
+    for _ in range(head.steps):
+        a = torch.cat([head.adjacency @ h, head.adjacency.t() @ h], -1)
+        z = torch.sigmoid(a @ w_in[:d].t() + b_in[:d] + h @ w_st[:d].t() + b_st[:d])
+        r = torch.sigmoid(a @ w_in[d : 2 * d].t() + b_in[d : 2 * d] + h @ w_st[d:].t() + b_st[d:])
+        cand = torch.tanh(a @ w_in[2 * d :].t() + b_in[2 * d :] + head.candidate_state(r * h))
+        h = (1 - z) * h + z * cand
+    out = torch.tanh(head.output(torch.cat([h, semantic], -1)))
+    return (out * head.class_weight).sum(-1) + head.class_bias
+
+
+def test_semantic_head_matches_formulas_and_trains(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    observed = np.random.default_rng(1).choice([-1, 1], size=(30, 4))
+    graph = label_cooccurrence(observed)
+    head = SemanticHead(16, 4, cooccurrence=torch.as_tensor(graph), feature_dim=8, hidden_dim=6, output_dim=5)
+    head = head.double().eval()
+    features = torch.randn(3, 16, 5, 4, dtype=torch.float64)
+    torch.testing.assert_close(head(features), _semantic_reference(head, features))
+
+    vectors = tmp_path / "vectors.npy"
+    np.save(vectors, np.random.default_rng(2).normal(size=(4, 7)))
+    model = build_model(TINY, 4, head="semantic", label_cooccurrence=graph, class_embeddings=vectors)
+    assert "head.embeddings" not in dict(model.named_parameters())  # file vectors stay fixed
+    set_trainable(model, "last")
+    model.train()
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+    rebuilt = build_model(TINY, 4, head="semantic", class_embeddings=vectors)
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.head.adjacency, torch.as_tensor(graph, dtype=torch.float32))
+
+    np.save(vectors, np.zeros((3, 7)))
+    with pytest.raises(PumlcError, match="one row per class"):
+        build_model(TINY, 4, head="semantic", label_cooccurrence=graph, class_embeddings=vectors)
+    with pytest.raises(PumlcError, match="cannot read"):
+        build_model(TINY, 4, head="semantic", class_embeddings=tmp_path / "absent.npy")

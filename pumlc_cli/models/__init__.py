@@ -16,6 +16,7 @@ from pumlc_cli.models.local_global import (
     convert_local_global,
     published_branch_state,
 )
+from pumlc_cli.models.semantic_head import SemanticHead, label_cooccurrence
 
 __all__ = [
     "HEADS",
@@ -24,9 +25,11 @@ __all__ = [
     "LinearHead",
     "LocalGlobalConv",
     "MultiLabelNet",
+    "SemanticHead",
     "build_model",
     "convert_local_global",
     "freeze_batchnorm",
+    "label_cooccurrence",
     "load_backbone_file",
     "published_branch_state",
     "set_trainable",

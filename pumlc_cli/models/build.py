@@ -6,14 +6,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.models.local_global import GlobalBranch, convert_local_global
+from pumlc_cli.models.semantic_head import SemanticHead
 
 TRAIN_POLICIES = ("all", "last", "branches")
-HEADS = ("linear",)
+HEADS = ("linear", "semantic")
 
 
 class LinearHead(nn.Module):
@@ -169,6 +171,28 @@ def load_backbone_file(backbone: nn.Module, path: Path, name: str, classifier: s
     backbone.load_state_dict(state)
 
 
+def _class_matrix(value: Any, num_classes: int, what: str, *, square: bool = False) -> torch.Tensor | None:
+    if value is None:
+        return None
+    matrix = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    if matrix.ndim != 2 or matrix.shape[0] != num_classes or (square and matrix.shape[1] != num_classes):
+        raise PumlcError(
+            f"{what} has shape {tuple(matrix.shape)}; expected one row per class ({num_classes})"
+        )
+    return matrix
+
+
+def _embeddings_file(path: str | Path | None, num_classes: int) -> torch.Tensor | None:
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise PumlcError(f"{path}: cannot read class embeddings ({type(err).__name__})") from err
+    return _class_matrix(array, num_classes, f"{path}: class embeddings")
+
+
 def _create_backbone(name: str, pretrained: bool) -> nn.Module:
     import timm
 
@@ -198,11 +222,16 @@ def build_model(
     lg_heads: int = 8,
     lg_reduction: int = 4,
     drop_rate: float = 0.0,
+    label_cooccurrence: np.ndarray | None = None,
+    class_embeddings: str | Path | None = None,
 ) -> MultiLabelNet:
     """timm backbone `name` (weights from timm's hub or a local file) + branches beside its 3x3 convs + head.
 
     Weights are loaded before the branches are added, so a plain backbone state dict fits; the stem is
     left unconverted (its RGB input does not split into heads and it runs at the largest resolution).
+    head="semantic" takes `label_cooccurrence` ([C, C], `label_cooccurrence(observed train labels)`;
+    when rebuilding from a checkpoint it may be omitted, the state dict restores it) and optionally
+    `class_embeddings`, a .npy file of [C, E] fixed class vectors (else they are learned).
     """
     if head not in HEADS:
         raise PumlcError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
@@ -225,9 +254,18 @@ def build_model(
         if branches == 0:
             raise PumlcError(f"model {name!r} has no 3x3 convolutions to add local-global branches to")
     num_features = backbone.num_features
+    if head == "semantic":
+        classifier: nn.Module = SemanticHead(
+            num_features,
+            num_classes,
+            cooccurrence=_class_matrix(label_cooccurrence, num_classes, "label co-occurrence", square=True),
+            embeddings=_embeddings_file(class_embeddings, num_classes),
+        )
+    else:
+        classifier = LinearHead(num_features, num_classes, drop_rate)
     return MultiLabelNet(
         backbone,
-        LinearHead(num_features, num_classes, drop_rate),
+        classifier,
         last_stage=feature_info[-1]["module"],
         branches=branches,
     )
