@@ -7,7 +7,8 @@ both rates):
 - missed positives (false-negative rate): true positives annotated negative / true positives;
 - injected false positives (false-positive rate): true negatives annotated positive / true negatives;
 - unknown share: entries observed unknown / images;
-- precision: observed positives that are true positives / observed positives.
+- precision: observed positives that are true positives / observed positives;
+- recall: true positives still observed positive / true positives (what hiding, stripping and noise left).
 Ratios with an empty denominator are None (null in JSON, "-" in tables).
 When the labels carry no truth beyond what was observed (a user's CSV without corruption), truth equals
 observed and the rates are zero by construction; the summary says so.
@@ -26,6 +27,7 @@ SORT_KEYS = {
     "fp": ("fp_rate", True),
     "unknown": ("unknown_share", True),
     "precision": ("precision", False),
+    "recall": ("recall", False),
 }
 
 
@@ -54,6 +56,7 @@ def label_stats(truth: np.ndarray, observed: np.ndarray, classes: list[str]) -> 
         "observed_unknown_share": _ratio(o_unk.sum(), entries),
         "truth_unknown_entries": int((truth == 0).sum()),
         "missed_positives": int((t_pos & o_neg).sum()),
+        "observed_positive_recall": _ratio((t_pos & o_pos).sum(), t_pos.sum()),
         "injected_false_positives": int((t_neg & o_pos).sum()),
         "truth_equals_observed": bool(np.array_equal(truth, observed)),
     }
@@ -76,6 +79,7 @@ def label_stats(truth: np.ndarray, observed: np.ndarray, classes: list[str]) -> 
             "fp_rate": _ratio(injected[j], tn[j]),
             "unknown_share": _ratio(unk[j], n),
             "precision": _ratio(correct[j], op[j]),
+            "recall": _ratio(correct[j], tp[j]),
         }
         for j in range(c)
     ]

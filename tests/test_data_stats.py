@@ -31,6 +31,7 @@ def test_label_stats_hand_computed():
     assert summary["truth_unknown_entries"] == 1
     assert summary["missed_positives"] == 1 and summary["injected_false_positives"] == 2
     assert summary["truth_equals_observed"] is False
+    assert summary["observed_positive_recall"] == pytest.approx(2 / 5)
     a, b, c = s["per_class"]
     assert a == {
         "index": 0,
@@ -43,6 +44,7 @@ def test_label_stats_hand_computed():
         "fp_rate": 0.0,
         "unknown_share": 0.25,
         "precision": 1.0,
+        "recall": pytest.approx(2 / 3),
     }
     assert (b["true_positives"], b["observed_positives"], b["missed_positives"], b["injected_fps"]) == (
         1,

@@ -26,7 +26,7 @@ def stats(
     sort: Annotated[
         str,
         typer.Option(
-            help="Per-class order: index | name | positives | observed | fn | fp | unknown | precision."
+            help="Per-class order: index | name | positives | observed | fn | fp | unknown | precision | recall."
         ),
     ] = "index",
     json_file: Annotated[
@@ -76,6 +76,7 @@ def stats(
     )
     summ.add_row("missed positives (true +, observed −)", str(s["missed_positives"]))
     summ.add_row("injected false positives (true −, observed +)", str(s["injected_false_positives"]))
+    summ.add_row("true positives still observed positive", _pct(s["observed_positive_recall"]))
     if s["truth_unknown_entries"]:
         summ.add_row("unknown in truth (e.g. VOC difficult-only)", str(s["truth_unknown_entries"]))
     summ.add_row("corruptions", " → ".join(result["corruptions"]) or "none")
@@ -91,9 +92,9 @@ def stats(
         header_style="bold",
         caption="missed+: true positive observed negative (FN = missed+ / true+); "
         "inj.FP: true negative observed positive (FP = inj.FP / true negatives); "
-        "prec.: share of observed positives that are true",
+        "prec.: share of observed positives that are true; recall: share of true positives observed positive",
     )
-    for col in ("#", "class", "true+", "obs+", "missed+", "FN", "inj.FP", "FP", "unknown", "prec."):
+    for col in ("#", "class", "true+", "obs+", "missed+", "FN", "inj.FP", "FP", "unknown", "prec.", "recall"):
         tab.add_column(col, justify="left" if col == "class" else "right")
     for r in result["per_class"]:
         tab.add_row(
@@ -107,6 +108,7 @@ def stats(
             _pct(r["fp_rate"]),
             _pct(r["unknown_share"]),
             _pct(r["precision"]),
+            _pct(r["recall"]),
         )
     console.print(tab)
 
