@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reference_local_global import convert_reference  # noqa: E402
+from reference_local_global import ReferenceGlobalBranch, convert_reference  # noqa: E402
 
 from pumlc_cli.models import build_model, set_trainable  # noqa: E402
 
@@ -42,9 +42,9 @@ def make_model(name: str, classes: int, variant: str, policy: str, channels_last
     else:
         model = build_model(name, classes, local_global=variant == "optimised")
     set_trainable(model, policy)
-    if variant == "reference":  # the reference branches are not GlobalBranch instances
+    if variant == "reference":  # set_trainable knows only the package's branches
         for module in model.modules():
-            if type(module).__name__ == "ReferenceGlobalBranch":
+            if isinstance(module, ReferenceGlobalBranch):
                 module.requires_grad_(True)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
