@@ -49,7 +49,7 @@ def check_classes(payload: dict[str, Any], classes: list[str], path: Path, data:
             f"{path}: checkpoint has {len(saved)} classes but {data} has {len(classes)}; "
             "it was trained on another dataset"
         )
-    diff = next(i for i, (a, b) in enumerate(zip(saved, classes)) if a != b)
+    diff = next(i for i, (a, b) in enumerate(zip(saved, classes, strict=True)) if a != b)
     raise PumlcError(
         f"{path}: checkpoint classes differ from {data} at index {diff} ('{saved[diff]}' vs '{classes[diff]}')"
     )

@@ -138,7 +138,7 @@ def build_report(
     def block(m: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {k: _clean(m[k]) for k in METRIC_KEYS}
         out["top3"] = {k: _clean(m["top3"][k]) for k in METRIC_KEYS if k in m["top3"]}
-        out["per_class"] = {c: _clean(ap) for c, ap in zip(classes, m["per_class_ap"])}
+        out["per_class"] = {c: _clean(ap) for c, ap in zip(classes, m["per_class_ap"], strict=True)}
         out["classes_without_positives"] = [classes[i] for i in m["classes_without_positives"]]
         if "mAP_voc11" in m:
             out["mAP11"] = _clean(m["mAP_voc11"])

@@ -82,13 +82,13 @@ def predict(
         images = torch.stack([t for _, t in batch]).to(dev)
         with torch.no_grad():
             probs = torch.sigmoid(model(images).float()).cpu().numpy()
-        for (path, _), p in zip(batch, probs):
+        for (path, _), p in zip(batch, probs, strict=True):
             labels = [(classes[i], float(p[i])) for i in p.argsort()[::-1] if p[i] >= threshold]
             rows.append(
                 {
                     "image": str(path),
                     "labels": [c for c, _ in labels],
-                    "scores": {c: round(float(s), 6) for c, s in zip(classes, p)},
+                    "scores": {c: round(float(s), 6) for c, s in zip(classes, p, strict=True)},
                 }
             )
         batch.clear()
@@ -121,7 +121,7 @@ def _report(
     from rich.table import Table
 
     err_console = Console(stderr=True)
-    for path, why in skipped:
+    for _, why in skipped:
         err_console.print(f"[yellow]skipped[/] {why}", highlight=False)
     if json_file:
         doc = {
