@@ -6,6 +6,7 @@ import copy
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -23,6 +24,15 @@ def _reference_module():
 
 
 reference = _reference_module()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and avoids OpenMP stalls on a busy shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_pair(
@@ -134,3 +144,49 @@ def test_init_keeps_conv_output() -> None:
     x = torch.randn(2, 32, 8, 8)
     y0, y1 = conv(x), wrapped(x)
     assert (y1 - y0).norm() / y0.norm() < 1e-3
+
+
+def _optimised_state(ref_model: nn.Module) -> dict[str, torch.Tensor]:
+    """The reference model's weights in the optimised model's layout."""
+    state = ref_model.state_dict()
+    out = {k: v for k, v in state.items() if ".global_branch." not in k}
+    prefixes = {k.split(".global_branch.")[0] for k in state if ".global_branch." in k}
+    for prefix in prefixes:
+        head = f"{prefix}.global_branch."
+        branch = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
+        out.update({f"{prefix}.branch.{k}": v for k, v in published_branch_state(branch).items()})
+    return out
+
+
+def test_training_curve_matches_reference() -> None:
+    """A few fixed-seed steps (paper policy, frozen BN) give the same losses with either branch."""
+    from pumlc_cli.models import build_model, set_trainable
+
+    torch.manual_seed(0)
+    ref_model = build_model("test_resnet", 5, local_global=False)
+    reference.convert_reference(ref_model.backbone, skip=("conv1",))
+    for m in ref_model.modules():  # branches that matter from the first step
+        if isinstance(m, reference.ReferenceGlobalBranch):
+            nn.init.normal_(m.norm.weight, 0.0, 0.3)
+    opt_model = build_model("test_resnet", 5)
+    opt_model.load_state_dict(_optimised_state(ref_model))
+    images = torch.randn(6, 3, 32, 32)
+    targets = (torch.rand(6, 5) < 0.3).float()
+    curves = []
+    for model in (ref_model, opt_model):
+        params = set_trainable(model, "last")
+        for m in model.modules():
+            if isinstance(m, reference.ReferenceGlobalBranch):
+                params += [p.requires_grad_() for p in m.parameters() if not p.requires_grad]
+        model.train()
+        optimizer = torch.optim.SGD(params, lr=0.2)
+        losses = []
+        for _ in range(4):
+            optimizer.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(model(images), targets)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        curves.append(losses)
+    np.testing.assert_allclose(curves[1], curves[0], rtol=1e-5)
+    assert curves[0][-1] < curves[0][0]

@@ -23,6 +23,15 @@ from pumlc_cli.models import (
 TINY = "test_resnet"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and avoids OpenMP stalls on a busy shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def backbone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random timm backbone's state dict with its ImageNet classifier, as a user would download it."""
