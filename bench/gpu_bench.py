@@ -143,9 +143,7 @@ def eval_figures(model, args, device) -> None:
 
     model.eval()
     batch = args.eval_batch
-    images = torch.randn(batch, 3, args.size, args.size, device=device).contiguous(
-        memory_format=torch.channels_last
-    )
+    images = torch.randn(batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
     jpegs = synthetic_jpegs(batch)
@@ -212,11 +210,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         step = build()
         speed = images_per_second(step, args.batch, args.steps, args.warmup, device)
-        memory = (
-            f", peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
-            if device.type == "cuda"
-            else ""
-        )
+        memory = f", peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else ""
         print(f"train {label:34s}: {speed:8.1f} images/s{memory}")
 
     def model(variant: str, policy: str, channels_last: bool) -> torch.nn.Module:

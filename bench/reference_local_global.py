@@ -58,9 +58,7 @@ class ReferenceLocalGlobalConv(nn.Module):
         return self.conv(x) + self.global_branch(x)
 
 
-def convert_reference(
-    module: nn.Module, heads: int = 8, reduction: int = 4, skip: tuple[str, ...] = ()
-) -> int:
+def convert_reference(module: nn.Module, heads: int = 8, reduction: int = 4, skip: tuple[str, ...] = ()) -> int:
     """Wrap every plain 3x3 conv (same selection rule as the package's converter); returns the count."""
     count = 0
     for name, child in list(module.named_children()):

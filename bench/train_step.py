@@ -51,9 +51,7 @@ def make_model(name: str, classes: int, variant: str, policy: str, channels_last
     return model.train()
 
 
-def time_interleaved(
-    steps: dict[Any, Callable[[], None]], warmup: int, reps: int
-) -> dict[Any, tuple[float, float]]:
+def time_interleaved(steps: dict[Any, Callable[[], None]], warmup: int, reps: int) -> dict[Any, tuple[float, float]]:
     """Median (wall, process CPU) seconds per step of each entry, running them in turn each rep.
 
     Interleaving spreads load from other processes on a shared machine over all variants alike, and
@@ -68,10 +66,7 @@ def time_interleaved(
             wall, cpu = time.perf_counter(), time.process_time()
             step()
             times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-    return {
-        name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
-        for name, t in times.items()
-    }
+    return {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for name, t in times.items()}
 
 
 def bce_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
@@ -86,9 +81,7 @@ def bce_step(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
     return step
 
 
-def pu_step(
-    model: torch.nn.Module, images: torch.Tensor, observed: torch.Tensor, mixup: bool
-) -> Callable[[], None]:
+def pu_step(model: torch.nn.Module, images: torch.Tensor, observed: torch.Tensor, mixup: bool) -> Callable[[], None]:
     from pumlc_cli.losses import build_loss, mixup_regulariser
 
     loss_fn = build_loss("pu", observed.shape[1])
@@ -141,9 +134,7 @@ def main() -> None:
     variants = ["plain", "optimised"] + ([] if args.skip_reference else ["reference"])
     for policy in ("all", "last"):
         models = {v: make_model(args.model, args.classes, v, policy, channels_last) for v in variants}
-        times = time_interleaved(
-            {v: bce_step(m, images, targets) for v, m in models.items()}, args.warmup, args.reps
-        )
+        times = time_interleaved({v: bce_step(m, images, targets) for v, m in models.items()}, args.warmup, args.reps)
         del models
         for i, kind in enumerate(("cpu", "wall")):
             line = ", ".join(f"{v} {t[i] * 1000:.0f} ms" for v, t in times.items())

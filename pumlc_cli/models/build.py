@@ -92,12 +92,7 @@ def set_trainable(model: MultiLabelNet, policy: str, *, freeze_bn: bool = True) 
     branch_ids = _branch_parameter_ids(model)
     last_stage = model.backbone.get_submodule(model.last_stage)
     last_ids = {id(p) for p in last_stage.parameters()}
-    bn_ids = {
-        id(p)
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        for p in m.parameters()
-    }
+    bn_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
     for p in model.parameters():
         p.requires_grad_(policy == "all")
     for p in model.head.parameters():
@@ -176,9 +171,7 @@ def _class_matrix(value: Any, num_classes: int, what: str, *, square: bool = Fal
         return None
     matrix = torch.as_tensor(np.asarray(value, dtype=np.float32))
     if matrix.ndim != 2 or matrix.shape[0] != num_classes or (square and matrix.shape[1] != num_classes):
-        raise PumlcError(
-            f"{what} has shape {tuple(matrix.shape)}; expected one row per class ({num_classes})"
-        )
+        raise PumlcError(f"{what} has shape {tuple(matrix.shape)}; expected one row per class ({num_classes})")
     return matrix
 
 

@@ -172,9 +172,7 @@ class GlobalBranch(nn.Module):
         super().__init__()
         mid = in_channels // reduction
         if in_channels % heads or mid < 1:
-            raise ValueError(
-                f"{in_channels} channels do not split into {heads} heads / reduction {reduction}"
-            )
+            raise ValueError(f"{in_channels} channels do not split into {heads} heads / reduction {reduction}")
         self.heads = heads
         self.stride = stride
         self.reduce = nn.Conv2d(in_channels, mid, 1)
@@ -205,9 +203,7 @@ class GlobalBranch(nn.Module):
         r = F.relu(torch.baddbmm(self.reduce.bias, xt, reduce_w.t().expand(b, -1, -1)))  # [B, HW, m]
         logits = F.linear(r, self.attn.weight.view(2 * h, -1))  # [B, HW, 2h]
         gather = logits[..., :h].transpose(1, 2)
-        weights = torch.softmax(
-            gather, dim=-1, dtype=torch.float32 if gather.dtype in _LOW_PRECISION else None
-        )
+        weights = torch.softmax(gather, dim=-1, dtype=torch.float32 if gather.dtype in _LOW_PRECISION else None)
         pooled = torch.bmm(weights.to(xt.dtype), xt)  # [B, h, C]: softmax-weighted means of x
         value_w = self.value.weight.view(h, c // h, c)
         z = torch.einsum("bkc,kdc->bkd", pooled, value_w) + self.value.bias.view(h, c // h)
@@ -276,9 +272,7 @@ class LocalGlobalConv(nn.Module):
         return y
 
 
-def convert_local_global(
-    module: nn.Module, heads: int = 8, reduction: int = 4, skip: tuple[str, ...] = ()
-) -> int:
+def convert_local_global(module: nn.Module, heads: int = 8, reduction: int = 4, skip: tuple[str, ...] = ()) -> int:
     """Wrap every plain 3x3 conv under `module` (top-level names in `skip` excepted); returns the count.
 
     Convs whose input channels do not split into `heads` are left alone (e.g. an RGB stem conv).
