@@ -27,6 +27,7 @@ class TrainConfig:
     model: str = "resnet101"
     local_global: bool = True
     head: str = "linear"
+    class_embeddings: str | None = None
     pretrained: bool = False
     pretrained_path: str | None = None
     train_policy: str = "last"

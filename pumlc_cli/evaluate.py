@@ -35,6 +35,7 @@ def model_from_checkpoint(payload: dict[str, Any], weights: str, device: torch.d
         pretrained=False,
         pretrained_path=None,
         head=cfg["head"],
+        class_embeddings=cfg.get("class_embeddings"),
     )
     state = payload["model"] if weights == "regular" else payload["ema"]["module"]
     try:

@@ -109,7 +109,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, info: dist.DistInfo) -> None:
         from pumlc_cli import load_prepared
         from pumlc_cli.losses import build_loss
-        from pumlc_cli.models import build_model, set_trainable
+        from pumlc_cli.models import build_model, label_cooccurrence, set_trainable
 
         self.cfg = cfg
         self.info = info
@@ -138,6 +138,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
         torch.manual_seed(cfg.seed)
+        # The semantic head's graph is the co-occurrence of the labels the model may see: observed train labels.
+        cooccurrence = label_cooccurrence(train.observed) if cfg.head == "semantic" else None
         self.model = build_model(
             cfg.model,
             len(self.classes),
@@ -145,6 +147,8 @@ class Trainer:
             pretrained=cfg.pretrained,
             pretrained_path=cfg.pretrained_path,
             head=cfg.head,
+            label_cooccurrence=cooccurrence,
+            class_embeddings=cfg.class_embeddings,
         )
         # Frozen BatchNorm is the paper's fine-tuning setting; from random weights the statistics must learn.
         freeze_bn = (

@@ -47,7 +47,8 @@ def train(
     local_global: bool = typer.Option(
         True, "--local-global/--no-local-global", help="Local-global branches."
     ),
-    head: str = typer.Option("linear", help="Classifier head."),
+    head: str = typer.Option("linear", help="Classifier head: linear or semantic (the paper's, label graph)."),
+    class_embeddings: Path | None = typer.Option(None, help="Semantic head: .npy [C, E] class vectors (else learned)."),
     pretrained: bool = typer.Option(False, help="Load timm's pretrained weights (needs internet)."),
     pretrained_path: Path | None = typer.Option(None, help="Local backbone state dict to start from."),
     train_policy: str = typer.Option(
@@ -101,8 +102,9 @@ def train(
         if name != "config" and ctx.get_parameter_source(name).name == "COMMANDLINE"
     }
     explicit["data"], explicit["out"] = str(data), str(out)
-    if explicit.get("pretrained_path") is not None:
-        explicit["pretrained_path"] = str(explicit["pretrained_path"])
+    for name in ("pretrained_path", "class_embeddings"):
+        if explicit.get(name) is not None:
+            explicit[name] = str(explicit[name])
     file_values: dict[str, Any] = read_config_file(config) if config else {}
     under_torchrun = "LOCAL_RANK" in os.environ
     saved = out / "config.json"
