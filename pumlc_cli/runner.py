@@ -1,28 +1,46 @@
-"""Run `pumlc` sub-commands as child processes, echoing each command so users can copy it."""
+"""Run `pumlc` sub-commands from the demo and reproduce drivers, echoing each one so users can copy it.
+
+Commands run in this process (one torch/timm import for the whole driver instead of one per step); torchrun
+re-launches still start their own processes.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shlex
-import subprocess
-import sys
 import time
 
+import click
 from rich.console import Console
+
+from pumlc_cli.errors import PumlcError
 
 console = Console(stderr=True, highlight=False)
 
 
 def pumlc(*args: str, quiet: bool = False) -> float:
-    """Run `python -m pumlc_cli ARGS`; return its wall time; a failure stops the driver with its exit code."""
-    shown = "pumlc " + " ".join(shlex.quote(a) for a in args)
+    """Run `pumlc ARGS`; return its wall time; a failure stops the driver with the command's exit code."""
+    from pumlc_cli.cli import app
+
+    shown = "pumlc " + " ".join(shlex.quote(str(a)) for a in args)
     console.print(f"[bold cyan]$ {shown}[/]")
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "pumlc_cli", *args],
-        stdout=subprocess.DEVNULL if quiet else None,
-        check=False,
-    )
-    if done.returncode:
-        console.print(f"[red]command failed with exit code {done.returncode}:[/] {shown}")
-        raise SystemExit(done.returncode)
+    code = 0
+    sink = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
+    try:
+        with sink:
+            result = app([str(a) for a in args], standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except PumlcError as err:
+        console.print(f"pumlc: error: {err}")
+        code = 2
+    except click.exceptions.Exit as stop:
+        code = stop.exit_code
+    except click.ClickException as err:
+        err.show()
+        code = err.exit_code
+    if code:
+        console.print(f"[red]command failed with exit code {code}:[/] {shown}")
+        raise SystemExit(code)
     return time.perf_counter() - start

@@ -328,8 +328,15 @@ class Trainer:
                 f"{len(self.classes)} classes, {info.world} process(es) on {info.device.type}, amp={self.amp}, "
                 f"val unknowns: {self.val_policy}"
             )
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._epochs()
+        finally:  # the caller (a shell, a test, a driver) gets its own handlers back
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _epochs(self) -> None:
+        cfg, info = self.cfg, self.info
         with Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),

@@ -1,56 +1,61 @@
-"""Helpers for tests that drive the real CLI in child processes."""
+"""Helpers for tests that drive the real CLI, in this process or in a child process."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from typer.testing import CliRunner
+
+from pumlc_cli.cli import app
+from pumlc_cli.errors import PumlcError
 
 TINY_MODEL = "test_resnet"  # timm's 0.4M-parameter ResNet with BasicBlocks: real 3x3 convs, fast on a CPU
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m pumlc_cli ARGS`, returning the completed process (stdout/stderr as text)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pumlc_cli", *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
+@dataclass
+class Done:
+    """What a finished command left: exit code and output, like subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: object, check: bool = True, subprocess_: bool = False, timeout: float = 600) -> Done:
+    """Run `pumlc ARGS` in this process (fast: no second torch import) or, with subprocess_, as `python -m`.
+
+    In-process, a PumlcError becomes what `pumlc_cli.cli.main` makes of it: exit code 2 and one stderr line.
+    """
+    argv = [str(a) for a in args]
+    if subprocess_:
+        proc = subprocess.run([sys.executable, "-m", "pumlc_cli", *argv], capture_output=True, text=True,
+                              timeout=timeout)
+        done = Done(proc.returncode, proc.stdout, proc.stderr)
+    else:
+        result = CliRunner().invoke(app, argv)
+        stderr = result.stderr
+        code = result.exit_code
+        if isinstance(result.exception, PumlcError):
+            stderr += f"pumlc: error: {result.exception}\n"
+            code = 2
+        elif result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        done = Done(code, result.stdout, stderr)
     if check and done.returncode != 0:
-        raise AssertionError(
-            f"pumlc {' '.join(map(str, args))} failed ({done.returncode}):\n{done.stderr[-4000:]}"
-        )
+        raise AssertionError(f"pumlc {' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return done
 
 
 def train_args(data: Path, out: Path, *extra: str, loss: str = "pu", epochs: int = 2) -> list[str]:
     """A small CPU run: tiny model, 32 px, batch 16, no workers."""
     return [
-        "train",
-        str(data),
-        "--out",
-        str(out),
-        "--loss",
-        loss,
-        "--model",
-        TINY_MODEL,
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "16",
-        "--lr",
-        "3e-3",
-        "--image-size",
-        "32",
-        "--scale-size",
-        "36",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--train",
-        "all",
-        *extra,
+        "train", str(data), "--out", str(out), "--loss", loss, "--model", TINY_MODEL, "--epochs", str(epochs),
+        "--batch-size", "16", "--lr", "3e-3", "--image-size", "32", "--scale-size", "36", "--workers", "0",
+        "--device", "cpu", "--train", "all", *extra,
     ]
 
 

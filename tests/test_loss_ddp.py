@@ -61,9 +61,13 @@ def _free_port() -> int:
 
 
 def test_pu_loss_and_ddp_gradient_do_not_depend_on_world_size(tmp_path):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    x, observed = _data()
-    loss, grad = _step(_model(), x, observed)
+    try:
+        x, observed = _data()
+        loss, grad = _step(_model(), x, observed)
+    finally:
+        torch.set_num_threads(threads)
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")

@@ -151,7 +151,7 @@ def test_checkpoint_from_other_dataset_is_refused(pu_data: Path, tmp_path: Path)
         ["eval", run / "best.pt", "--data", other, "--device", "cpu", "--workers", "0"],
         ["train", other, "--out", tmp_path / "x", "--resume"],
     ):
-        done = run_cli(*cmd, check=False)
+        done = run_cli(*cmd, check=False, subprocess_=True)
         assert done.returncode == 2, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     done = run_cli("eval", run / "best.pt", "--data", other, "--device", "cpu", check=False)
