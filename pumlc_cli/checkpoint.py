@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from pumlc_cli.atomic import atomic_path
 from pumlc_cli.errors import PumlcError
 
 FORMAT = "pumlc-checkpoint-v1"
@@ -15,13 +16,10 @@ FORMAT = "pumlc-checkpoint-v1"
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a crash never leaves a torn checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save({"format": FORMAT, **payload}, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ class TrainConfig:
     grad_clip: float = 10.0
     channels_last: bool = True
     compile: bool = False
-    workers: int = 4
+    workers: int = field(default_factory=lambda: default_workers())
     seed: int = 0
     device: str = "auto"
     gpus: int = 1
@@ -78,6 +79,11 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def default_workers() -> int:
+    """Data-loading workers per process: up to 8, never more than the machine's cores."""
+    return min(8, os.cpu_count() or 1)
 
 
 FIELD_NAMES = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -82,9 +82,7 @@ class CorruptionSpec:
             if on
         ]
         if len(chosen) > 1:
-            raise PumlcError(
-                f"{' and '.join(chosen)} are mutually exclusive: choose one way of hiding labels"
-            )
+            raise PumlcError(f"{' and '.join(chosen)} are mutually exclusive: choose one way of hiding labels")
         if self.noise_file is not None and not Path(self.noise_file).is_file():
             raise PumlcError(f"{self.noise_file}: noise file not found")
 

@@ -127,9 +127,7 @@ def main() -> None:
         model=args.model,
         workers=args.workers,
     )
-    print_comparison(
-        results, "demo: clean test split, synth data with 20% missed positives, p=0.5, negatives stripped"
-    )
+    print_comparison(results, "demo: clean test split, synth data with 20% missed positives, p=0.5, negatives stripped")
 
 
 if __name__ == "__main__":

@@ -59,9 +59,7 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def gather_rows(
-    indices: torch.Tensor, rows: torch.Tensor, info: DistInfo
-) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_rows(indices: torch.Tensor, rows: torch.Tensor, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
     """Collect (index, row) shards from all ranks and order them by index; shards may differ in length."""
     if not info.distributed:
         order = torch.argsort(indices)

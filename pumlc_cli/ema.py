@@ -23,9 +23,7 @@ class ModelEma:
         """Pair the EMA's and the model's state tensors once; state_dict tensors share storage with the model."""
         ema_state = self.module.state_dict()
         model_state = model.state_dict()
-        self._float_pairs = [
-            (ema_state[k], model_state[k]) for k in ema_state if ema_state[k].dtype.is_floating_point
-        ]
+        self._float_pairs = [(ema_state[k], model_state[k]) for k in ema_state if ema_state[k].dtype.is_floating_point]
         self._other_pairs = [
             (ema_state[k], model_state[k]) for k in ema_state if not ema_state[k].dtype.is_floating_point
         ]

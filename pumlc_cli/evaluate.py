@@ -41,9 +41,7 @@ def model_from_checkpoint(payload: dict[str, Any], weights: str, device: torch.d
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise PumlcError(
-            f"checkpoint weights do not fit model {cfg['model']!r}: {str(err).splitlines()[0]}"
-        ) from err
+        raise PumlcError(f"checkpoint weights do not fit model {cfg['model']!r}: {str(err).splitlines()[0]}") from err
     model.to(device).eval()
     if cfg.get("channels_last", True):
         model.to(memory_format=torch.channels_last)

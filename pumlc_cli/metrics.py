@@ -47,8 +47,7 @@ def _validate(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.n
     t = np.asarray(targets)
     if s.ndim != 2 or s.shape != t.shape:
         raise PumlcError(
-            f"metrics: scores and targets must be N x C matrices of the same shape, "
-            f"got {s.shape} and {t.shape}"
+            f"metrics: scores and targets must be N x C matrices of the same shape, got {s.shape} and {t.shape}"
         )
     if s.dtype not in (np.float32, np.float64):
         s = s.astype(np.float64)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pumlc_cli.atomic import atomic_path
 
 
 def missed_positive_rate(truth: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -45,7 +46,6 @@ def plot_per_class(path: Path, classes: list[str], per_class_ap: np.ndarray, pre
         axes[1].set_ylabel("AP (%)")
         axes[1].set_title("AP vs missed-positive rate")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=(path.suffix.lstrip(".") or "png"))
     plt.close(fig)
-    os.replace(tmp, path)

@@ -209,9 +209,7 @@ def check_image_files(table: LabelTable) -> None:
                 im.draft("RGB", (32, 32))
                 im.load()
         except Exception as err:
-            raise PumlcError(
-                f"{path}: cannot be opened as an image ({err.__class__.__name__}: {err})"
-            ) from None
+            raise PumlcError(f"{path}: cannot be opened as an image ({err.__class__.__name__}: {err})") from None
 
 
 def prepare_dataset(

@@ -12,12 +12,12 @@ import argparse
 import csv
 import io
 import json
-import os
 import platform
 import shlex
 from importlib import metadata
 from pathlib import Path
 
+from pumlc_cli.atomic import write_text_atomic
 from pumlc_cli.runner import console, pumlc
 
 FULL_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -242,15 +242,11 @@ def _version(name: str) -> str:
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(RECIPES), default="synth")
     parser.add_argument("--data", type=Path, default=None, help="VOC2007 folder or COCO root (not for synth)")
     parser.add_argument("--out", type=Path, default=Path("results"))

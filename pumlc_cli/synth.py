@@ -47,10 +47,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in pts]
 
     if shape in ("circle", "ring"):
-        return [
-            (cx + r * math.cos(2 * math.pi * k / 24), cy + r * math.sin(2 * math.pi * k / 24))
-            for k in range(24)
-        ]
+        return [(cx + r * math.cos(2 * math.pi * k / 24), cy + r * math.sin(2 * math.pi * k / 24)) for k in range(24)]
     if shape == "square":
         s = r * 0.85
         return rot([(-s, -s), (s, -s), (s, s), (-s, s)])
@@ -85,9 +82,7 @@ def _render(rng: np.random.Generator, size: int):
     big = size * SUPERSAMPLE
     base = rng.integers(40, 150, size=3)
     grad = np.linspace(-25, 25, big)[None, :, None] * rng.choice([-1, 1])
-    pixels = np.clip(base[None, None, :] + grad + rng.normal(0, 14, size=(big, big, 3)), 0, 255).astype(
-        np.uint8
-    )
+    pixels = np.clip(base[None, None, :] + grad + rng.normal(0, 14, size=(big, big, 3)), 0, 255).astype(np.uint8)
     img = Image.fromarray(pixels, "RGB")
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(2, 6))):  # clutter: grey strokes
@@ -162,9 +157,7 @@ def _split(folder: Path, split: str, n: int, first_id: int, seed: int, stream: i
     }
 
 
-def make_synth(
-    out: Path, n_train: int, n_test: int, seed: int, image_size: int, *, force: bool = False
-) -> None:
+def make_synth(out: Path, n_train: int, n_test: int, seed: int, image_size: int, *, force: bool = False) -> None:
     """Write a COCO root: `out/annotations/instances_{train,val}2014.json`, `out/{train,val}2014/*.jpg`.
 
     train2014 holds `n_train` images (-> train + val after `prepare`), val2014 `n_test` (-> test).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pumlc_cli import dist
+from pumlc_cli.atomic import write_text_atomic
 from pumlc_cli.checkpoint import check_classes, load_checkpoint, save_checkpoint
 from pumlc_cli.config import TrainConfig
 from pumlc_cli.data import (
@@ -88,9 +88,7 @@ def val_targets(observed: np.ndarray, policy: str) -> tuple[np.ndarray, str]:
     return targets, policy
 
 
-def epoch_indices(
-    n: int, global_batch: int, steps: int, seed: int, epoch: int, info: dist.DistInfo
-) -> list[int]:
+def epoch_indices(n: int, global_batch: int, steps: int, seed: int, epoch: int, info: dist.DistInfo) -> list[int]:
     """This rank's slice of each global batch of the epoch's permutation (drop-last over global batches)."""
     gen = torch.Generator().manual_seed(sample_seed(seed, STREAM_PERMUTATION, epoch))
     perm = torch.randperm(n, generator=gen)[: steps * global_batch].view(steps, global_batch)
@@ -121,9 +119,7 @@ class Trainer:
             raise PumlcError(f"--batch-size {cfg.batch_size} must be divisible by the {info.world} processes")
         train = self.prepared.split_data("train")
         if len(train.images) < cfg.batch_size:
-            raise PumlcError(
-                f"{cfg.data}: {len(train.images)} training images < --batch-size {cfg.batch_size}"
-            )
+            raise PumlcError(f"{cfg.data}: {len(train.images)} training images < --batch-size {cfg.batch_size}")
         self.train_set = LabelledImages(
             self.prepared.image_root,
             train.images,
@@ -151,9 +147,7 @@ class Trainer:
             class_embeddings=cfg.class_embeddings,
         )
         # Frozen BatchNorm is the paper's fine-tuning setting; from random weights the statistics must learn.
-        freeze_bn = (
-            cfg.freeze_bn if cfg.freeze_bn is not None else bool(cfg.pretrained or cfg.pretrained_path)
-        )
+        freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else bool(cfg.pretrained or cfg.pretrained_path)
         self.params = set_trainable(self.model, cfg.train_policy, freeze_bn=freeze_bn)
         self.model.to(info.device)
         if cfg.channels_last:
@@ -233,9 +227,7 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
-            raise PumlcError(
-                "--tensorboard needs the tensorboard package: pip install 'pumlc[tensorboard]'"
-            ) from err
+            raise PumlcError("--tensorboard needs the tensorboard package: pip install 'pumlc[tensorboard]'") from err
         return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # ------------------------------------------------------------------ loop
@@ -273,9 +265,7 @@ class Trainer:
         n = images.shape[0]
         with autocast_context(self.info.device, self.amp):
             if self.use_mixup:
-                gen = torch.Generator().manual_seed(
-                    sample_seed(self.cfg.seed, STREAM_MIXUP, self.global_step)
-                )
+                gen = torch.Generator().manual_seed(sample_seed(self.cfg.seed, STREAM_MIXUP, self.global_step))
                 mixed, plan = draw_mixup(images, beta=self.cfg.mixup_beta, generator=gen)
                 both = torch.cat([images, mixed])
                 if self.cfg.channels_last:
@@ -341,9 +331,7 @@ class Trainer:
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn(
-                "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.0f} img/s"
-            ),
+            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.0f} img/s"),
             TimeElapsedColumn(),
             console=console,
             disable=not info.is_main,
@@ -426,9 +414,7 @@ class Trainer:
         where = f"epoch {self.epoch + 1} step {self.step_in_epoch}/{self.steps_per_epoch}"
         if self.stop_signal is None and self.cfg.max_steps:
             if self.info.is_main:
-                progress.console.print(
-                    f"stopped after --max-steps {self.cfg.max_steps} at {where}; saved last.pt"
-                )
+                progress.console.print(f"stopped after --max-steps {self.cfg.max_steps} at {where}; saved last.pt")
             return
         sig = self.stop_signal or signal.SIGTERM
         raise Interrupted(
@@ -441,10 +427,8 @@ class Trainer:
         self.stop_signal = signum
 
     def _write_history(self) -> None:
-        path = self.run_dir / "metrics.jsonl"
-        tmp = path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history))
-        os.replace(tmp, path)
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history)
+        write_text_atomic(self.run_dir / "metrics.jsonl", lines)
 
 
 def run_training(cfg: TrainConfig) -> None:

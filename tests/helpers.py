@@ -32,8 +32,9 @@ def run_cli(*args: object, check: bool = True, subprocess_: bool = False, timeou
     """
     argv = [str(a) for a in args]
     if subprocess_:
-        proc = subprocess.run([sys.executable, "-m", "pumlc_cli", *argv], capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pumlc_cli", *argv], capture_output=True, text=True, timeout=timeout
+        )
         done = Done(proc.returncode, proc.stdout, proc.stderr)
     else:
         result = CliRunner().invoke(app, argv)
@@ -53,9 +54,31 @@ def run_cli(*args: object, check: bool = True, subprocess_: bool = False, timeou
 def train_args(data: Path, out: Path, *extra: str, loss: str = "pu", epochs: int = 2) -> list[str]:
     """A small CPU run: tiny model, 32 px, batch 16, no workers."""
     return [
-        "train", str(data), "--out", str(out), "--loss", loss, "--model", TINY_MODEL, "--epochs", str(epochs),
-        "--batch-size", "16", "--lr", "3e-3", "--image-size", "32", "--scale-size", "36", "--workers", "0",
-        "--device", "cpu", "--train", "all", *extra,
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--loss",
+        loss,
+        "--model",
+        TINY_MODEL,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--lr",
+        "3e-3",
+        "--image-size",
+        "32",
+        "--scale-size",
+        "36",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--train",
+        "all",
+        *extra,
     ]
 
 

@@ -99,9 +99,7 @@ def test_single_positive(truth):
 
 
 def test_drop_positives_and_strip(truth):
-    obs, records = apply_corruptions(
-        truth, CorruptionSpec(drop_positives=0.4, strip_negatives=True), 1, CLASSES
-    )
+    obs, records = apply_corruptions(truth, CorruptionSpec(drop_positives=0.4, strip_negatives=True), 1, CLASSES)
     pos = truth == 1
     assert within((obs[pos] == 0).mean(), 0.4, pos.sum())
     assert set(np.unique(obs)) == {0, 1}

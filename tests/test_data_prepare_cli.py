@@ -47,9 +47,7 @@ def test_cli_import_does_not_load_torch():
 
 def test_prepare_synth_subprocess(synth_root, tmp_path):
     out = tmp_path / "p"
-    res = run_cli(
-        "prepare", "coco", "--root", synth_root, "--out", out, "--partial", "0.3", "--strip-negatives"
-    )
+    res = run_cli("prepare", "coco", "--root", synth_root, "--out", out, "--partial", "0.3", "--strip-negatives")
     assert res.returncode == 0, res.stderr
     assert "train" in res.stdout and "partial" in res.stdout
     frame = pd.read_parquet(out / "labels.parquet")
@@ -116,9 +114,7 @@ def test_determinism_byte_identical(synth_root, tmp_path):
     for name in ("labels.parquet", "manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     invoke("prepare", "coco", *args[:-1], "4", "--out", tmp_path / "c")
-    assert (tmp_path / "a" / "labels.parquet").read_bytes() != (
-        tmp_path / "c" / "labels.parquet"
-    ).read_bytes()
+    assert (tmp_path / "a" / "labels.parquet").read_bytes() != (tmp_path / "c" / "labels.parquet").read_bytes()
 
 
 def test_clean_val_and_val_fraction(synth_root, tmp_path):

@@ -89,9 +89,7 @@ def _xml(*objs: tuple[str, int]) -> str:
 
 
 def test_voc_difficult_mixed_and_no_test_set(tmp_path):
-    root = _mini_voc(
-        tmp_path, {"a": _xml(("dog", 1), ("dog", 0), ("cat", 1)), "b": _xml(("person", 0))}, ["a", "b"]
-    )
+    root = _mini_voc(tmp_path, {"a": _xml(("dog", 1), ("dog", 0), ("cat", 1)), "b": _xml(("person", 0))}, ["a", "b"])
     table = read_voc(root)
     cls = {n: i for i, n in enumerate(voc_classes())}
     assert table.truth[0, cls["dog"]] == 1  # one non-difficult object suffices
@@ -154,8 +152,7 @@ def _coco_doc(images, anns, cats=((3, "b"), (1, "a"), (7, "c"))):
     return {
         "images": [{"id": i, "file_name": f"{i}.jpg"} for i in images],
         "annotations": [
-            {"id": k, "image_id": i, "category_id": c, "iscrowd": crowd}
-            for k, (i, c, crowd) in enumerate(anns)
+            {"id": k, "image_id": i, "category_id": c, "iscrowd": crowd} for k, (i, c, crowd) in enumerate(anns)
         ],
         "categories": [{"id": i, "name": n} for i, n in cats],
     }
@@ -211,9 +208,7 @@ def test_csv_reader(tmp_path):
     table = read_csv_labels(tmp_path / "train.csv", tmp_path / "test.csv", tmp_path)
     assert table.classes == ["bird", "cat", "dog", "zebra"]
     assert table.images == ["a.jpg", "sub/b.jpg", "c.jpg", "d.jpg"]
-    np.testing.assert_array_equal(
-        table.truth, [[-1, 1, 1, -1], [-1, -1, -1, -1], [1, -1, -1, -1], [-1, -1, 1, 1]]
-    )
+    np.testing.assert_array_equal(table.truth, [[-1, 1, 1, -1], [-1, -1, -1, -1], [1, -1, -1, -1], [-1, -1, 1, 1]])
     assert table.empty.tolist() == [False, True, False, False]
     assert table.part.tolist() == ["train"] * 3 + ["test"]
 

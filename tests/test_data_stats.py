@@ -78,9 +78,7 @@ def test_stats_cli_json_and_tables(tmp_path):
     truth = np.concatenate([TRUTH, TRUTH[:2]])
     observed = np.concatenate([OBSERVED, TRUTH[:2]])
     _write(tmp_path / "p", truth, observed, ["train"] * 4 + ["test"] * 2)
-    result = CliRunner().invoke(
-        app, ["stats", str(tmp_path / "p"), "--json", str(tmp_path / "s.json"), "--sort", "fp"]
-    )
+    result = CliRunner().invoke(app, ["stats", str(tmp_path / "p"), "--json", str(tmp_path / "s.json"), "--sort", "fp"])
     assert result.exit_code == 0, result.output
     assert "per class" in result.output and "positives per image" in result.output
     data = json.loads((tmp_path / "s.json").read_text())

@@ -75,9 +75,7 @@ def test_synth_images_differ_by_class():
 
 
 def test_synth_cli(tmp_path):
-    res = CliRunner().invoke(
-        app, ["synth", str(tmp_path / "s"), "--images", "10", "--image-size", "32", "--seed", "4"]
-    )
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--images", "10", "--image-size", "32", "--seed", "4"])
     assert res.exit_code == 0, res.output
     assert "8 train2014 + 2 val2014" in res.output
     res = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--images", "10"])

@@ -22,8 +22,21 @@ def trained(synth_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_eval_equals_metrics_from_its_saved_scores(trained: Path, synth_prepared: Path, tmp_path: Path) -> None:
     report_file, scores_file, plot = tmp_path / "r.json", tmp_path / "s.npz", tmp_path / "ap.png"
-    done = run_cli("eval", trained / "best.pt", "--json", report_file, "--save-scores", scores_file,
-                   "--plot", plot, "--voc11", "--device", "cpu", "--workers", "0")
+    done = run_cli(
+        "eval",
+        trained / "best.pt",
+        "--json",
+        report_file,
+        "--save-scores",
+        scores_file,
+        "--plot",
+        plot,
+        "--voc11",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    )
     assert "per-class AP" in done.stdout
     report = json.loads(report_file.read_text())
     saved = np.load(scores_file)
@@ -46,8 +59,20 @@ def test_eval_equals_metrics_from_its_saved_scores(trained: Path, synth_prepared
 def test_eval_sharded_over_two_processes_matches(trained: Path, tmp_path: Path) -> None:
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     run_cli("eval", trained / "best.pt", "--json", one, "--device", "cpu", "--workers", "0")
-    run_cli("eval", trained / "best.pt", "--json", two, "--device", "cpu", "--workers", "0", "--nproc", "2",
-            "--batch-size", "7")
+    run_cli(
+        "eval",
+        trained / "best.pt",
+        "--json",
+        two,
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--nproc",
+        "2",
+        "--batch-size",
+        "7",
+    )
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert a["n_images"] == b["n_images"]
     assert a["mAP"] == pytest.approx(b["mAP"], abs=1e-4)
@@ -70,8 +95,9 @@ def test_predict_skips_a_corrupt_image(trained: Path, synth_prepared: Path, tmp_
     assert "broken.jpg" in done.stderr and "skipped" in done.stderr
     for row in doc["predictions"]:
         assert set(row["scores"]) == set(prepared.classes)
-        assert row["labels"] == [c for c in sorted(row["scores"], key=lambda c: -row["scores"][c])
-                                 if row["scores"][c] >= 0.3]
+        assert row["labels"] == [
+            c for c in sorted(row["scores"], key=lambda c: -row["scores"][c]) if row["scores"][c] >= 0.3
+        ]
     csv_out = tmp_path / "pred.csv"
     run_cli("predict", trained / "best.pt", str(folder / "ok*.jpg"), "--csv", csv_out, "--device", "cpu")
     assert len(csv_out.read_text().strip().splitlines()) == 1 + 3
@@ -89,9 +115,27 @@ def test_predict_with_no_readable_image_fails(trained: Path, tmp_path: Path) -> 
 def test_reproduce_two_cell_grid_and_resume(synth_root: Path, tmp_path: Path) -> None:
     from pumlc_cli.reproduce import main
 
-    args = ["--dataset", "synth", "--data", str(synth_root), "--out", str(tmp_path), "--grid", "0.5",
-            "--methods", "pu,bce-known", "--epochs", "1", "--model", TINY_MODEL, "--device", "cpu",
-            "--train-arg=--image-size=32", "--train-arg=--scale-size=36", "--train-arg=--workers=0"]
+    args = [
+        "--dataset",
+        "synth",
+        "--data",
+        str(synth_root),
+        "--out",
+        str(tmp_path),
+        "--grid",
+        "0.5",
+        "--methods",
+        "pu,bce-known",
+        "--epochs",
+        "1",
+        "--model",
+        TINY_MODEL,
+        "--device",
+        "cpu",
+        "--train-arg=--image-size=32",
+        "--train-arg=--scale-size=36",
+        "--train-arg=--workers=0",
+    ]
     main(args)
     table = (tmp_path / "synth.md").read_text()
     assert "| pu |" in table and "| bce-known |" in table and "p=0.5" in table

@@ -74,9 +74,7 @@ def test_pu_is_finite_for_constant_logits_and_classes_without_positives():
         assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
     # A class with no positive contributes only w_c * log mean Phi_c.
     logits, observed = _batch()
-    only_first = pu_reference(logits, observed, 1.0, 0.55) - pu_reference(
-        logits[:, :-1], observed[:, :-1], 1.0, 0.55
-    )
+    only_first = pu_reference(logits, observed, 1.0, 0.55) - pu_reference(logits[:, :-1], observed[:, :-1], 1.0, 0.55)
     col = logits[:, -1].double()
     tau = min(max(float(col.std(unbiased=False)), 1e-2), 1.0)
     mean_phi = torch.sigmoid(col / tau).mean()
@@ -223,9 +221,7 @@ def test_mixup_penalty_vanishes_for_a_model_linear_in_probability():
     logits = model(images)
     unknown = torch.zeros(8, 5, dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
-    assert (
-        mixup_regulariser(model, images, logits, unknown, generator=gen).item() < 1e-10
-    )  # float32 rounding only
+    assert mixup_regulariser(model, images, logits, unknown, generator=gen).item() < 1e-10  # float32 rounding only
     # Pinning observed positives to probability 1 breaks the consistency: the penalty becomes positive.
     observed = unknown.clone()
     observed[:, 0] = 1
@@ -288,9 +284,7 @@ def test_mixup_penalty_matches_hand_computation():
         0.25 * 1.0 + 0.75 * torch.sigmoid(logits[1, 0]),
         0.25 * torch.sigmoid(logits[0, 1]) + 0.75 * torch.sigmoid(logits[1, 1]),
     ]
-    expected = sum(
-        (math.log(float(t)) - float(F.logsigmoid(mixed_logits[0, k]))) ** 2 for k, t in enumerate(targets)
-    )
+    expected = sum((math.log(float(t)) - float(F.logsigmoid(mixed_logits[0, k]))) ** 2 for k, t in enumerate(targets))
     assert mixup_penalty(mixed_logits, logits, observed, plan).item() == pytest.approx(expected, rel=1e-5)
     # lambda at the ends of [0, 1] keeps the penalty finite (log 0 handled in log space).
     for lam in (0.0, 1.0):

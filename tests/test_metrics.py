@@ -175,9 +175,7 @@ def _voc11_reference(scores: np.ndarray, targets: np.ndarray) -> float:
     tp = np.cumsum(y)
     precision = tp / np.arange(1, len(y) + 1)
     recall = tp / y.sum()
-    return float(
-        np.mean([precision[recall >= level].max(initial=0.0) for level in [i / 10 for i in range(11)]])
-    )
+    return float(np.mean([precision[recall >= level].max(initial=0.0) for level in [i / 10 for i in range(11)]]))
 
 
 def test_voc11_matches_plain_reference():

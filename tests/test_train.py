@@ -39,9 +39,7 @@ def learn_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _test_map(run: Path) -> tuple[float, dict]:
     report_file = run / "eval.json"
-    run_cli(
-        "eval", run / "best.pt", "--split", "test", "--json", report_file, "--workers", "0", "--device", "cpu"
-    )
+    run_cli("eval", run / "best.pt", "--split", "test", "--json", report_file, "--workers", "0", "--device", "cpu")
     report = json.loads(report_file.read_text())
     return report["mAP"], report
 
@@ -129,9 +127,7 @@ def test_checkpoint_from_other_dataset_is_refused(pu_data: Path, tmp_path: Path)
     # A two-class CSV dataset over the same images: same pictures, other label space.
     images = prepared.split_data("test").images[:6]
     csv = tmp_path / "two.csv"
-    csv.write_text(
-        "image,labels\n" + "".join(f"{img},a{' b' if i % 2 else ''}\n" for i, img in enumerate(images))
-    )
+    csv.write_text("image,labels\n" + "".join(f"{img},a{' b' if i % 2 else ''}\n" for i, img in enumerate(images)))
     other = tmp_path / "other"
     run_cli(
         "prepare",

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from pumlc_cli.atomic import atomic_path, write_text_atomic
 from pumlc_cli.errors import PumlcError
 
 METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
@@ -23,16 +24,12 @@ def eval_command(
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Score threshold for CP/CR/CF1/OP/OR/OF1."),
     json_file: Path | None = typer.Option(None, "--json", help="Write every number to this JSON file."),
     plot: Path | None = typer.Option(None, help="PNG of per-class AP (and AP vs missed-positive rate)."),
-    scores_file: Path | None = typer.Option(
-        None, "--save-scores", help="Write images, targets, scores (.npz)."
-    ),
-    mask_unknown: bool = typer.Option(
-        False, "--mask-unknown", help="Score observed labels, unknowns ignored."
-    ),
+    scores_file: Path | None = typer.Option(None, "--save-scores", help="Write images, targets, scores (.npz)."),
+    mask_unknown: bool = typer.Option(False, "--mask-unknown", help="Score observed labels, unknowns ignored."),
     voc11: bool = typer.Option(False, "--voc11", help="Also report VOC 11-point interpolated AP."),
     weights: str = typer.Option("best", help="Headline weights: best (val-selected), regular or ema."),
     batch_size: int = typer.Option(64, min=1, help="Images per batch per process."),
-    workers: int = typer.Option(4, min=0),
+    workers: int = typer.Option(min(8, os.cpu_count() or 1), min=0, help="Data-loading workers (default: cores)."),
     device: str = typer.Option("auto", help="cuda, cpu or auto."),
     gpus: int = typer.Option(1, min=1, help="Shard across this many GPUs (torchrun)."),
     nproc: int = typer.Option(1, min=1, help="Shard across this many CPU processes (gloo)."),
@@ -103,20 +100,19 @@ def eval_command(
     report = build_report(result, classes, headline, threshold, str(ckpt), str(data), split, mask_unknown)
     render(report, voc11)
     if json_file:
-        _write_atomic_text(json_file, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_text_atomic(json_file, json.dumps(report, indent=2, allow_nan=False) + "\n")
     if scores_file:
         import numpy as np
 
-        tmp = scores_file.with_name(f".{scores_file.name}.tmp.npz")
-        np.savez_compressed(
-            tmp,
-            images=np.array(result.images),
-            targets=result.targets,
-            scores_regular=result.scores["regular"],
-            scores_ema=result.scores["ema"],
-            classes=np.array(classes),
-        )
-        os.replace(tmp, scores_file)
+        with atomic_path(scores_file) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
+            np.savez_compressed(
+                fh,
+                images=np.array(result.images),
+                targets=result.targets,
+                scores_regular=result.scores["regular"],
+                scores_ema=result.scores["ema"],
+                classes=np.array(classes),
+            )
     if plot:
         from pumlc_cli.plots import plot_per_class
 
@@ -262,9 +258,3 @@ def _clean(value: Any) -> float | None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -9,11 +9,11 @@ import csv
 import glob
 import io
 import json
-import os
 from pathlib import Path
 
 import typer
 
+from pumlc_cli.atomic import write_text_atomic
 from pumlc_cli.errors import PumlcError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -23,16 +23,12 @@ def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given, folders searched recursively for image files, globs expanded; order kept, no repeats."""
     found: list[Path] = []
     for raw in paths:
-        matches = (
-            [Path(m) for m in sorted(glob.glob(raw, recursive=True))] if glob.has_magic(raw) else [Path(raw)]
-        )
+        matches = [Path(m) for m in sorted(glob.glob(raw, recursive=True))] if glob.has_magic(raw) else [Path(raw)]
         if not matches:
             raise PumlcError(f"{raw}: no file matches")
         for path in matches:
             if path.is_dir():
-                found += sorted(
-                    p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                )
+                found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             elif path.exists():
                 found.append(path)
             else:
@@ -45,9 +41,7 @@ def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0),
     json_file: Path | None = typer.Option(None, "--json", help="Write predictions as JSON."),
-    csv_file: Path | None = typer.Option(
-        None, "--csv", help="Write predictions as CSV (image, labels, scores)."
-    ),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Write predictions as CSV (image, labels, scores)."),
     weights: str = typer.Option("best", help="best (val-selected), regular or ema."),
     batch_size: int = typer.Option(32, min=1),
     device: str = typer.Option("auto", help="cuda, cpu or auto."),
@@ -129,14 +123,14 @@ def _report(
             "predictions": rows,
             "skipped": [{"image": p, "error": e} for p, e in skipped],
         }
-        _write_atomic(json_file, json.dumps(doc, indent=2) + "\n")
+        write_text_atomic(json_file, json.dumps(doc, indent=2) + "\n")
     if csv_file:
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(["image", "labels", *classes])
         for row in rows:
             writer.writerow([row["image"], ";".join(row["labels"]), *(row["scores"][c] for c in classes)])
-        _write_atomic(csv_file, buf.getvalue())
+        write_text_atomic(csv_file, buf.getvalue())
     table = Table(title=f"predictions (threshold {threshold})")
     table.add_column("image")
     table.add_column("labels (score)")
@@ -145,9 +139,3 @@ def _report(
     Console(file=sys.stdout).print(table)
     if skipped:
         err_console.print(f"{len(skipped)} unreadable image(s) skipped, {len(rows)} predicted")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

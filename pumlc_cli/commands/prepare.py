@@ -70,21 +70,15 @@ CleanVal = Annotated[
         rich_help_panel=_S,
     ),
 ]
-EmptyImages = Annotated[
-    str, typer.Option(help="Images without any annotation: keep | drop.", rich_help_panel=_S)
-]
+EmptyImages = Annotated[str, typer.Option(help="Images without any annotation: keep | drop.", rich_help_panel=_S)]
 CheckImages = Annotated[
     bool,
-    typer.Option(
-        "--check-images", help="Verify that every listed image exists and opens.", rich_help_panel=_S
-    ),
+    typer.Option("--check-images", help="Verify that every listed image exists and opens.", rich_help_panel=_S),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")]
 
 
-def _spec(
-    partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives
-) -> CorruptionSpec:
+def _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives) -> CorruptionSpec:
     spec = CorruptionSpec(
         noise_fn=noise_fn,
         noise_fp=noise_fp,
@@ -139,9 +133,7 @@ def _summary(out: Path, manifest: dict) -> None:
         desc = []
         for st in steps:
             params = {k: v for k, v in st.items() if k in ("fn", "fp", "p", "r")}
-            desc.append(
-                st["step"] + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
-            )
+            desc.append(st["step"] + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else ""))
         where = " + ".join(manifest["corrupted_splits"])
         console.print(f"corruptions on {where} (seed {manifest['seed']}): " + " -> ".join(desc))
     else:
@@ -154,9 +146,7 @@ def coco(
     out: Out,
     root: Annotated[
         Path | None,
-        typer.Option(
-            help="COCO root holding annotations/instances_{train,val}2014.json and {train,val}2014/."
-        ),
+        typer.Option(help="COCO root holding annotations/instances_{train,val}2014.json and {train,val}2014/."),
     ] = None,
     train_ann: Annotated[
         Path | None,
@@ -174,9 +164,7 @@ def coco(
             help="Training image folder (default: named after the file, beside annotations/, ROOT/train2014)."
         ),
     ] = None,
-    test_images: Annotated[
-        Path | None, typer.Option(help="Test image folder (default e.g. ROOT/val2014).")
-    ] = None,
+    test_images: Annotated[Path | None, typer.Option(help="Test image folder (default e.g. ROOT/val2014).")] = None,
     partial: Partial = None,
     single_positive: SinglePositive = False,
     drop_positives: DropPositives = None,
@@ -207,17 +195,9 @@ def coco(
         train_ann = root / "annotations" / "instances_train2014.json"
     if test_ann is None and root is not None:
         test_ann = root / "annotations" / "instances_val2014.json"
-    if (
-        train_images is None
-        and root is not None
-        and train_ann == root / "annotations" / "instances_train2014.json"
-    ):
+    if train_images is None and root is not None and train_ann == root / "annotations" / "instances_train2014.json":
         train_images = root / "train2014"
-    if (
-        test_images is None
-        and root is not None
-        and test_ann == root / "annotations" / "instances_val2014.json"
-    ):
+    if test_images is None and root is not None and test_ann == root / "annotations" / "instances_val2014.json":
         test_images = root / "val2014"
     table = read_coco(train_ann, test_ann, train_images, test_images)
     _finish(
@@ -290,9 +270,7 @@ def csv_(
     ] = " ",
     classes: Annotated[
         str | None,
-        typer.Option(
-            help="Class list: a file with one name per line, or comma-separated names (default: inferred)."
-        ),
+        typer.Option(help="Class list: a file with one name per line, or comma-separated names (default: inferred)."),
     ] = None,
     partial: Partial = None,
     single_positive: SinglePositive = False,

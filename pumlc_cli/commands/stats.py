@@ -20,9 +20,7 @@ def _num(v: float | None, digits: int = 2) -> str:
 
 def stats(
     path: Annotated[Path, typer.Argument(help="Prepared folder (from `pumlc prepare`).")],
-    split: Annotated[
-        str, typer.Option(help="Split for the per-class table: train | val | test | all.")
-    ] = "train",
+    split: Annotated[str, typer.Option(help="Split for the per-class table: train | val | test | all.")] = "train",
     sort: Annotated[
         str,
         typer.Option(
@@ -38,6 +36,7 @@ def stats(
     from rich.console import Console
     from rich.table import Table
 
+    from pumlc_cli.atomic import write_text_atomic
     from pumlc_cli.errors import PumlcError
     from pumlc_cli.prepared import load_prepared
     from pumlc_cli.stats import SORT_KEYS, dataset_stats, sort_rows
@@ -55,7 +54,7 @@ def stats(
             typer.echo(text, nl=False)
             return
         try:
-            json_file.write_text(text, encoding="utf-8")
+            write_text_atomic(json_file, text)
         except OSError as err:
             raise PumlcError(f"{json_file}: cannot write ({err.strerror})") from None
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from pumlc_cli.atomic import write_text_atomic
 from pumlc_cli.errors import PumlcError
 
 # Options whose change would alter a resumed run's trajectory; everything else (workers, TensorBoard, process
@@ -44,9 +45,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Run folder: last.pt, best.pt, metrics.jsonl, config.json."),
     loss: str = typer.Option("pu", help="pu, bce-an, bce-known, asl, wan, epr, ll-r."),
     model: str = typer.Option("resnet101", help="timm backbone name."),
-    local_global: bool = typer.Option(
-        True, "--local-global/--no-local-global", help="Local-global branches."
-    ),
+    local_global: bool = typer.Option(True, "--local-global/--no-local-global", help="Local-global branches."),
     head: str = typer.Option("linear", help="Classifier head: linear or semantic (the paper's, label graph)."),
     class_embeddings: Path | None = typer.Option(None, help="Semantic head: .npy [C, E] class vectors (else learned)."),
     pretrained: bool = typer.Option(False, help="Load timm's pretrained weights (needs internet)."),
@@ -72,7 +71,9 @@ def train(
     grad_clip: float = typer.Option(10.0, min=0.0, help="Max gradient norm; 0 disables."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-    workers: int = typer.Option(4, min=0, help="Data-loading workers per process."),
+    workers: int = typer.Option(
+        min(8, os.cpu_count() or 1), min=0, help="Data-loading workers per process (default: cores, at most 8)."
+    ),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="cuda, cpu or auto."),
     gpus: int = typer.Option(1, min=1, help="GPUs per node; >1 re-launches under torchrun (NCCL)."),
@@ -82,9 +83,7 @@ def train(
     master_addr: str = typer.Option("127.0.0.1"),
     master_port: int = typer.Option(0, min=0, help="0 picks a free port on one node (29500 on several)."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN/last.pt exactly."),
-    alpha: float | None = typer.Option(
-        None, help="PU temperature scale α (default per dataset: COCO 1.0, VOC 2.0)."
-    ),
+    alpha: float | None = typer.Option(None, help="PU temperature scale α (default per dataset: COCO 1.0, VOC 2.0)."),
     gamma: float | None = typer.Option(None, help="PU re-balance exponent γ (COCO 0.55, VOC 0.85)."),
     mixup_weight: float = typer.Option(1.0, min=0.0, help="Weight of PU's mixup regulariser; 0 disables."),
     mixup_beta: float = typer.Option(0.3, min=0.0, help="Beta(b, b) of the mixup coefficient."),
@@ -130,7 +129,7 @@ def train(
     distributed = cfg.world_procs_per_node() > 1 or cfg.nnodes > 1
     if not under_torchrun:
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(saved, cfg.to_json())
+        write_text_atomic(saved, cfg.to_json())
         if distributed:
             from pumlc_cli.launch import relaunch
 
@@ -162,9 +161,3 @@ def _check_choices(cfg: Any) -> None:
 
         if not torch.cuda.is_available():
             raise PumlcError("--device cuda: no CUDA device is visible")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -60,9 +60,7 @@ class AsymmetricLoss(MultiLabelLoss):
     this is exactly `bce-an`.
     """
 
-    def __init__(
-        self, num_classes: int, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05
-    ) -> None:
+    def __init__(self, num_classes: int, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05) -> None:
         super().__init__(num_classes)
         self.gamma_pos = positive_float("gamma_pos", gamma_pos, allow_zero=True)
         self.gamma_neg = positive_float("gamma_neg", gamma_neg, allow_zero=True)

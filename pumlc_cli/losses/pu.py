@@ -51,9 +51,7 @@ def pu_defaults(dataset: str) -> dict[str, float]:
     for prefix, values in PU_DATASET_DEFAULTS.items():
         if key.startswith(prefix):
             return dict(values)
-    raise PumlcError(
-        f"no published PU-MLC defaults for dataset {dataset!r}; known: {', '.join(PU_DATASET_DEFAULTS)}"
-    )
+    raise PumlcError(f"no published PU-MLC defaults for dataset {dataset!r}; known: {', '.join(PU_DATASET_DEFAULTS)}")
 
 
 class PULoss(MultiLabelLoss):
@@ -89,9 +87,7 @@ class PULoss(MultiLabelLoss):
         with torch.no_grad():
             # Moments in float64: var = E[s^2] - E[s]^2 from summed pieces is what can be all-reduced.
             s64 = logits.detach().double()
-            stats = torch.cat(
-                [s64.sum(0), s64.square().sum(0), positive.sum(0).double(), s64.new_full((1,), len(s64))]
-            )
+            stats = torch.cat([s64.sum(0), s64.square().sum(0), positive.sum(0).double(), s64.new_full((1,), len(s64))])
             reduce_sum_(stats)
             n_pos, n = stats[2 * c : 3 * c].float(), stats[3 * c]
             mean = stats[:c] / n

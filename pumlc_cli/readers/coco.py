@@ -39,9 +39,7 @@ def _load_json(path: Path) -> tuple[dict, bytes]:
     except UnicodeDecodeError as err:
         raise PumlcError(f"{path}: not a UTF-8 JSON file ({err.reason})") from None
     except json.JSONDecodeError as err:
-        raise PumlcError(
-            f"{path}: malformed JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-        ) from None
+        raise PumlcError(f"{path}: malformed JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     finally:
         if was_enabled:
             gc.enable()
@@ -57,9 +55,7 @@ def _categories(path: Path, doc: dict) -> list[tuple[int, str]]:
     try:
         cats = sorted((int(c["id"]), str(c["name"])) for c in doc["categories"])
     except (KeyError, TypeError, ValueError):
-        raise PumlcError(
-            f"{path}: malformed 'categories' (each needs an integer 'id' and a 'name')"
-        ) from None
+        raise PumlcError(f"{path}: malformed 'categories' (each needs an integer 'id' and a 'name')") from None
     if not cats:
         raise PumlcError(f"{path}: no categories")
     ids = [i for i, _ in cats]
@@ -79,9 +75,7 @@ def _matrix(path: Path, doc: dict, cat_ids: np.ndarray) -> tuple[np.ndarray, np.
         img_ids = np.fromiter((im["id"] for im in images), dtype=np.int64, count=n)
         names = [im["file_name"] for im in images]
     except (KeyError, TypeError, ValueError):
-        raise PumlcError(
-            f"{path}: malformed 'images' (each needs an integer 'id' and a 'file_name')"
-        ) from None
+        raise PumlcError(f"{path}: malformed 'images' (each needs an integer 'id' and a 'file_name')") from None
     try:
         a_img = np.fromiter((a["image_id"] for a in anns), dtype=np.int64, count=len(anns))
         a_cat = np.fromiter((a["category_id"] for a in anns), dtype=np.int64, count=len(anns))
@@ -99,17 +93,13 @@ def _matrix(path: Path, doc: dict, cat_ids: np.ndarray) -> tuple[np.ndarray, np.
     pos_c = np.minimum(pos, max(n - 1, 0))
     bad = (pos >= n) | (sorted_ids[pos_c] != a_img) if n else np.ones(len(a_img), bool)
     if bad.any():
-        raise PumlcError(
-            f"{path}: an annotation refers to image id {a_img[bad][0]}, which is not in 'images'"
-        )
+        raise PumlcError(f"{path}: an annotation refers to image id {a_img[bad][0]}, which is not in 'images'")
     rows = order[pos_c]
     cpos = np.searchsorted(cat_ids, a_cat)
     cpos_c = np.minimum(cpos, c - 1)
     bad = (cpos >= c) | (cat_ids[cpos_c] != a_cat)
     if bad.any():
-        raise PumlcError(
-            f"{path}: an annotation uses category id {a_cat[bad][0]}, which is not in 'categories'"
-        )
+        raise PumlcError(f"{path}: an annotation uses category id {a_cat[bad][0]}, which is not in 'categories'")
     truth = np.full((n, c), -1, dtype=np.int8)
     truth[rows, cpos_c] = 1
     empty = np.bincount(rows, minlength=n) == 0

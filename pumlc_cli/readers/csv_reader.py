@@ -97,9 +97,7 @@ def read_csv_labels(
                 try:
                     rel = rel.resolve().relative_to(root)
                 except ValueError:
-                    raise PumlcError(
-                        f"{path}:{line_no}: {image} is not under the image folder {root}"
-                    ) from None
+                    raise PumlcError(f"{path}:{line_no}: {image} is not under the image folder {root}") from None
             names.append(rel.as_posix())
         part_col += [part] * len(rows)
         truths.append(truth)
