@@ -6,13 +6,14 @@ an interrupted epoch resume mid-way with exactly the crops and flips it would ha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from pumlc_cli.errors import PumlcError
 
@@ -89,19 +90,37 @@ class LabelledImages(Dataset):
         self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int8))
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """`key` is an index, or (epoch, index) for training: the epoch travels with the key, so persistent
+        workers need no per-epoch state."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         decode_side = getattr(self.transform, "scale", None) or self.transform.size
         img = open_rgb(self.root / self.images[index], decode_side)
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, STREAM_AUGMENT, self.epoch, index))
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, STREAM_AUGMENT, epoch, index))
         return self.transform(img, gen), self.targets[index], index
+
+
+class KeySampler(Sampler):
+    """Yields the keys it currently holds; the trainer swaps them every epoch, so one DataLoader and its
+    persistent workers serve the whole run."""
+
+    def __init__(self) -> None:
+        self.keys: list = []
+
+    def __iter__(self) -> Iterator:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def ignore_sigint(_: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which saves a checkpoint first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # Independent random streams: a seed is a function of (run seed, stream, keys...), never of call order.

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pumlc_cli.data import EvalTransform, LabelledImages
+from pumlc_cli.data import EvalTransform, LabelledImages, ignore_sigint
 from pumlc_cli.dist import DistInfo, gather_rows
 
 
@@ -21,8 +21,11 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
     return contextlib.nullcontext()
 
 
-def shard_loader(dataset: LabelledImages, info: DistInfo, batch_size: int, workers: int) -> DataLoader:
-    """Each rank takes indices rank, rank+world, …: every image exactly once, none dropped or repeated."""
+def shard_loader(
+    dataset: LabelledImages, info: DistInfo, batch_size: int, workers: int, persistent: bool = False
+) -> DataLoader:
+    """Each rank takes indices rank, rank+world, …: every image exactly once, none dropped or repeated.
+    `persistent` keeps the workers between passes (validation runs twice an epoch)."""
     indices = list(range(info.rank, len(dataset), info.world))
     return DataLoader(
         dataset,
@@ -30,7 +33,8 @@ def shard_loader(dataset: LabelledImages, info: DistInfo, batch_size: int, worke
         sampler=indices,
         num_workers=workers,
         pin_memory=info.device.type == "cuda",
-        persistent_workers=False,
+        worker_init_fn=ignore_sigint,
+        persistent_workers=persistent and workers > 0,
     )
 
 

@@ -27,8 +27,10 @@ from pumlc_cli.data import (
     STREAM_MIXUP,
     STREAM_PERMUTATION,
     STREAM_STEP,
+    KeySampler,
     LabelledImages,
     TrainTransform,
+    ignore_sigint,
     sample_seed,
 )
 from pumlc_cli.ema import ModelEma
@@ -96,11 +98,6 @@ def epoch_indices(n: int, global_batch: int, steps: int, seed: int, epoch: int, 
     return perm[:, info.rank * per_rank : (info.rank + 1) * per_rank].reshape(-1).tolist()
 
 
-def _ignore_sigint(_: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which saves a checkpoint first."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class Trainer:
     """Builds everything from a TrainConfig and runs epochs; rank 0 writes the run folder."""
 
@@ -131,6 +128,20 @@ class Trainer:
         self.val_targets, self.val_policy = val_targets(val.observed, cfg.val_unknown)
         self.val_set = eval_dataset(self.prepared.image_root, val.images, val.observed, cfg.image_size)
         self.steps_per_epoch = len(train.images) // cfg.batch_size
+        workers, cuda = cfg.workers, info.device.type == "cuda"
+        self.train_keys = KeySampler()
+        self.train_loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=cfg.batch_size // info.world,
+            sampler=self.train_keys,
+            num_workers=workers,
+            pin_memory=cuda,
+            worker_init_fn=ignore_sigint,
+            persistent_workers=workers > 0,
+        )
+        self.val_loader = shard_loader(
+            self.val_set, info, max(1, cfg.batch_size // info.world * 2), workers, persistent=True
+        )
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
         torch.manual_seed(cfg.seed)
@@ -232,25 +243,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> torch.utils.data.DataLoader:
-        self.train_set.set_epoch(self.epoch)
+        """The run's one training loader, pointed at this epoch's keys (minus the steps already done)."""
         indices = epoch_indices(
-            len(self.train_set),
-            self.cfg.batch_size,
-            self.steps_per_epoch,
-            self.cfg.seed,
-            self.epoch,
-            self.info,
+            len(self.train_set), self.cfg.batch_size, self.steps_per_epoch, self.cfg.seed, self.epoch, self.info
         )
-        per_rank = self.cfg.batch_size // self.info.world
-        return torch.utils.data.DataLoader(
-            self.train_set,
-            batch_size=per_rank,
-            sampler=indices[self.step_in_epoch * per_rank :],
-            num_workers=self.cfg.workers,
-            pin_memory=self.info.device.type == "cuda",
-            worker_init_fn=_ignore_sigint,
-            persistent_workers=False,
-        )
+        skip = self.step_in_epoch * (self.cfg.batch_size // self.info.world)
+        self.train_keys.keys = [(self.epoch, i) for i in indices[skip:]]
+        return self.train_loader
 
     def _step(self, images: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """One optimiser step. PU's mixup images ride in the same forward pass as the batch (one pass, one
@@ -300,12 +299,9 @@ class Trainer:
         """mAP over the val split's known labels, for the regular and the EMA weights."""
         if len(self.val_set) == 0:
             return {}
-        loader = shard_loader(
-            self.val_set, self.info, max(1, self.cfg.batch_size // self.info.world * 2), self.cfg.workers
-        )
         out = {}
         for name, net in (("regular", self.model), ("ema", self.ema.module)):
-            probs = predict_probs(net, loader, self.info, self.amp, self.cfg.channels_last, len(self.classes))
+            probs = predict_probs(net, self.val_loader, self.info, self.amp, self.cfg.channels_last, len(self.classes))
             out[name] = float(multilabel_metrics(probs, self.val_targets)["mAP"])
         return out
 
