@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000, help="synth images (train+test)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--model", default="resnet10t")
+    parser.add_argument("--model", default="test_resnet", help="timm backbone (timm's tiny test ResNet by default)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     results = run_demo(
