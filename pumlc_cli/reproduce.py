@@ -51,12 +51,12 @@ RECIPES: dict[str, dict[str, object]] = {
     },
     # Small enough for a laptop CPU: reduced grid and methods, tiny backbone, 64 px.
     "synth": {
-        "model": "resnet10t",
+        "model": "test_resnet",
         "image_size": 64,
         "scale_size": 72,
         "batch_size": 32,
         "lr": 3e-3,
-        "epochs": 6,
+        "epochs": 8,
         "alpha": 1.0,
         "gamma": 0.55,
         "train": "all",
