@@ -136,12 +136,8 @@ def main() -> int:
         def runs(rs):
             return ", ".join(f"{t:.2f}" for t, _ in rs)
 
-        print(
-            f"pycocotools COCO(path): {coco_t:.2f}s wall, {coco_c:.2f}s CPU  (wall runs: {runs(coco_runs)})"
-        )
-        print(
-            f"pumlc prepare coco:     {prep_t:.2f}s wall, {prep_c:.2f}s CPU  (wall runs: {runs(prep_runs)})"
-        )
+        print(f"pycocotools COCO(path): {coco_t:.2f}s wall, {coco_c:.2f}s CPU  (wall runs: {runs(coco_runs)})")
+        print(f"pumlc prepare coco:     {prep_t:.2f}s wall, {prep_c:.2f}s CPU  (wall runs: {runs(prep_runs)})")
         print(
             f"ratio prepare / pycocotools: {ratio:.2f} wall, {prep_c / coco_c:.2f} CPU  "
             f"(target <= {args.target}) -> {'OK' if ratio <= args.target else 'TOO SLOW'}"
