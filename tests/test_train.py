@@ -61,7 +61,8 @@ def test_short_run_learns(learn_data: Path, tmp_path: Path, loss: str) -> None:
 
 
 def test_config_json_repeats_the_run(pu_data: Path, tmp_path: Path) -> None:
-    run_cli(*train_args(pu_data, tmp_path / "a", epochs=1))
+    run_cli(*train_args(pu_data, tmp_path / "a", "--max-steps", "3", epochs=1))
+    run_cli("train", pu_data, "--out", tmp_path / "a", "--resume")  # config.json now says resume: true
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["loss"] == "pu" and cfg["epochs"] == 1 and cfg["image_size"] == 32
     run_cli("train", pu_data, "--out", tmp_path / "b", "--config", tmp_path / "a" / "config.json")

@@ -106,6 +106,8 @@ def train(
             explicit[name] = str(explicit[name])
     file_values: dict[str, Any] = read_config_file(config) if config else {}
     under_torchrun = "LOCAL_RANK" in os.environ
+    if not under_torchrun:  # a saved config.json repeats a run; only --resume (or a torchrun parent) resumes one
+        file_values.pop("resume", None)
     saved = out / "config.json"
     if resume and not under_torchrun:
         if not (out / "last.pt").is_file():
