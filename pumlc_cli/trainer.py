@@ -333,6 +333,7 @@ class Trainer:
             disable=not info.is_main,
         ) as progress:
             while self.epoch < cfg.epochs:
+                self.loss_fn.set_epoch(self.epoch)  # e.g. LL-R's rejection rate grows with the epoch
                 task = progress.add_task(
                     "train",
                     total=self.steps_per_epoch,
