@@ -164,20 +164,17 @@ def render(report: dict[str, Any], voc11: bool) -> None:
         title=f"{report['split']} split, {report['n_images']} images, threshold {report['threshold']}"
         f" (targets: {report['targets']})"
     )
-    overall.add_column("weights")
-    for key in METRIC_KEYS:
-        overall.add_column(key, justify="right")
-    overall.add_column("CF1@3", justify="right")
-    overall.add_column("OF1@3", justify="right")
+    # One row per metric, one column per weight set: narrow enough for an 80-column terminal.
+    blocks = report["all_weights"]
+    overall.add_column("metric")
+    for name in blocks:
+        overall.add_column(f"{name} *" if name == report["weights"] else name, justify="right")
+    rows = [(key, lambda b, k=key: b[k]) for key in METRIC_KEYS]
+    rows += [(f"{key}@top3", lambda b, k=key: b["top3"].get(k)) for key in ("CP", "CR", "CF1", "OF1")]
     if voc11:
-        overall.add_column("mAP (11-pt)", justify="right")
-    for name, block in report["all_weights"].items():
-        label = f"{name} *" if name == report["weights"] else name
-        row = [label] + [_fmt(block[k]) for k in METRIC_KEYS]
-        row += [_fmt(block["top3"].get("CF1")), _fmt(block["top3"].get("OF1"))]
-        if voc11:
-            row.append(_fmt(block.get("mAP11")))
-        overall.add_row(*row)
+        rows.append(("mAP (11-pt)", lambda b: b.get("mAP11")))
+    for label, get in rows:
+        overall.add_row(label, *(_fmt(get(block)) for block in blocks.values()))
     console.print(overall)
     console.print("* selected on the val split during training")
     per_class = Table(title=f"per-class AP ({report['weights']} weights), best first")
