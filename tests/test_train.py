@@ -173,3 +173,12 @@ def test_two_process_gloo_run_matches_one_process(pu_data: Path, tmp_path: Path)
     va = json.loads((tmp_path / "one" / "metrics.jsonl").read_text())["val_mAP"]
     vb = json.loads((tmp_path / "two" / "metrics.jsonl").read_text())["val_mAP"]
     assert np.isclose(va, vb, atol=0.5)
+
+
+def test_loss_options_from_flags(pu_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "asl"
+    run_cli(*train_args(pu_data, run, "--loss-option", "gamma_neg=2", "--max-steps", "1", loss="asl", epochs=1))
+    assert json.loads((run / "config.json").read_text())["loss_options"] == {"gamma_neg": 2}
+    bad = run_cli(*train_args(pu_data, tmp_path / "bad", "--loss-option", "nope=1", loss="asl"), check=False)
+    assert bad.returncode == 2 and "has no option nope" in bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -87,6 +87,9 @@ def train(
     gamma: float | None = typer.Option(None, help="PU re-balance exponent γ (COCO 0.55, VOC 0.85)."),
     mixup_weight: float = typer.Option(1.0, min=0.0, help="Weight of PU's mixup regulariser; 0 disables."),
     mixup_beta: float = typer.Option(0.3, min=0.0, help="Beta(b, b) of the mixup coefficient."),
+    loss_option: list[str] = typer.Option(
+        [], "--loss-option", help="Loss-specific KEY=VALUE (repeatable), e.g. gamma_neg=2 for asl."
+    ),
     val_unknown: str = typer.Option("auto", help="Val unknowns: ignore | negative | auto."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
     max_steps: int = typer.Option(0, min=0, help="Stop (resumably) after this many steps; 0 = no limit."),
@@ -98,8 +101,10 @@ def train(
     explicit = {
         name: value
         for name, value in ctx.params.items()
-        if name != "config" and ctx.get_parameter_source(name).name == "COMMANDLINE"
+        if name not in {"config", "loss_option"} and ctx.get_parameter_source(name).name == "COMMANDLINE"
     }
+    if loss_option:
+        explicit["loss_options"] = parse_loss_options(loss_option)
     explicit["data"], explicit["out"] = str(data), str(out)
     for name in ("pretrained_path", "class_embeddings"):
         if explicit.get(name) is not None:
@@ -149,11 +154,28 @@ def train(
         raise typer.Exit(stop.code) from None
 
 
+def parse_loss_options(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true/false), else kept as text."""
+    import json
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise PumlcError(f"--loss-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except ValueError:
+            options[key.strip()] = raw
+    return options
+
+
 def _check_choices(cfg: Any) -> None:
-    from pumlc_cli.losses import LOSS_NAMES
+    from pumlc_cli.losses import LOSS_NAMES, build_loss
 
     if cfg.loss not in LOSS_NAMES:
         raise PumlcError(f"--loss {cfg.loss!r} is not one of {', '.join(LOSS_NAMES)}")
+    build_loss(cfg.loss, 2, **cfg.loss_options)  # bad loss options fail here, before the run folder is made
     if cfg.train_policy not in {"all", "last", "branches"}:
         raise PumlcError(f"--train-policy must be all, last or branches, not {cfg.train_policy!r}")
     if cfg.device not in {"auto", "cpu", "cuda"}:
