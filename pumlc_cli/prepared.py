@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from pumlc_cli.corrupt import CorruptionSpec, apply_corruptions, check_seed
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.image_cache import CACHE_DIR, cache_record, check_cache_size, write_image_cache
 from pumlc_cli.readers import LabelTable
 from pumlc_cli.splits import carve_validation
 
@@ -62,8 +64,9 @@ class Prepared:
     frame: object  # pandas.DataFrame: image, split, truth:<c>..., observed:<c>...
     manifest: dict
     classes: list[str]
-    image_root: Path
+    image_root: Path  # where images are read from: the image cache when the folder has one
     manifest_hash: str
+    source_image_root: Path  # the original images the table was read from
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -103,7 +106,10 @@ def load_prepared(path: str | Path) -> Prepared:
     try:
         manifest = json.loads(raw)
         classes = [str(c) for c in manifest["classes"]]
-        image_root = Path(manifest["image_root"])
+        source_root = Path(manifest["image_root"])
+        cache = manifest.get("image_cache")
+        # Resolved against the folder itself, so a prepared folder with its cache can be moved or copied.
+        image_root = (path / cache["dir"]).resolve() if cache else source_root
     except (ValueError, KeyError, TypeError):
         raise PumlcError(f"{man_file}: malformed manifest") from None
     try:
@@ -123,6 +129,7 @@ def load_prepared(path: str | Path) -> Prepared:
         classes=classes,
         image_root=image_root,
         manifest_hash=hashlib.sha256(raw).hexdigest(),
+        source_image_root=source_root,
     )
 
 
@@ -154,8 +161,13 @@ def manifest_text(manifest: dict) -> str:
 _SCALAR_LIST = re.compile(r"\[\n((?:\s*(?:-?[\d.eE+-]+|\"(?:[^\"\\]|\\.)*\"|true|false|null),?\n)+)\s*\]")
 
 
-def write_prepared(out: Path, table, manifest: dict, force: bool = False) -> None:
-    """Write both files into a temporary folder beside `out`, then rename it into place."""
+def write_prepared(
+    out: Path, table, manifest: dict, force: bool = False, populate: Callable[[Path], None] | None = None
+) -> None:
+    """Write both files into a temporary folder beside `out`, then rename it into place.
+
+    `populate(tmp)` adds more files (the image cache) before the rename, so a failure leaves nothing behind.
+    """
     import pyarrow.parquet as pq
 
     out = Path(out)
@@ -177,6 +189,8 @@ def write_prepared(out: Path, table, manifest: dict, force: bool = False) -> Non
             store_schema=False,
         )
         (tmp / MANIFEST_FILE).write_text(manifest_text(manifest), encoding="utf-8")
+        if populate is not None:
+            populate(tmp)
         if out.exists() or out.is_symlink():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
             out.rename(old)
@@ -223,8 +237,11 @@ def prepare_dataset(
     empty_images: str = "keep",
     check_images: bool = False,
     force: bool = False,
+    cache_size: int | None = None,
+    cache_workers: int | None = None,
 ) -> dict:
-    """Empty-image policy -> (optional) image check -> corruptions of the training file -> val split -> write.
+    """Empty-image policy -> (optional) image check -> corruptions of the training file -> val split -> write
+    (with `cache_size`, also the pre-resized image cache, see `pumlc_cli.image_cache`).
 
     Returns the manifest that was written.
     """
@@ -233,6 +250,7 @@ def prepare_dataset(
     check_seed(seed)
     if empty_images not in EMPTY_POLICIES:
         raise PumlcError(f"--empty-images must be keep or drop, got {empty_images!r}")
+    check_cache_size(cache_size, cache_workers)
     n_read = len(table.images)
     n_empty = int(table.empty.sum())
     if empty_images == "drop":
@@ -280,6 +298,13 @@ def prepare_dataset(
         "validation": split_record,
         "counts": counts,
     }
+    populate = None
+    if cache_size is not None:
+        manifest["image_cache"] = cache_record(cache_size)
+
+        def populate(tmp: Path) -> None:
+            write_image_cache(table.image_root, table.images, tmp / CACHE_DIR, cache_size, cache_workers)
+
     arrow = _arrow_table(table.images, split, truth, observed, table.classes)
-    write_prepared(Path(out), arrow, manifest, force=force)
+    write_prepared(Path(out), arrow, manifest, force=force, populate=populate)
     return manifest

@@ -76,6 +76,18 @@ CheckImages = Annotated[
     typer.Option("--check-images", help="Verify that every listed image exists and opens.", rich_help_panel=_S),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")]
+_I = "Image cache"
+CacheSize = Annotated[
+    int | None,
+    typer.Option(
+        help="Also write every image with its shorter side resized to S (JPEG, never upscaled) under OUT/images; "
+        "training and evaluation then read these.",
+        rich_help_panel=_I,
+    ),
+]
+CacheWorkers = Annotated[
+    int | None, typer.Option(help="Processes that write the image cache (default: cores).", rich_help_panel=_I)
+]
 
 
 def _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives) -> CorruptionSpec:
@@ -92,9 +104,20 @@ def _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_fi
     return spec
 
 
-def _precheck(out: Path, force: bool, seed: int, val_fraction: float, empty_images: str) -> None:
+def _precheck(
+    out: Path,
+    force: bool,
+    seed: int,
+    val_fraction: float,
+    empty_images: str,
+    cache_size: int | None = None,
+    cache_workers: int | None = None,
+) -> None:
     """Cheap checks before any file is read."""
+    from pumlc_cli.image_cache import check_cache_size
+
     check_seed(seed)
+    check_cache_size(cache_size, cache_workers)
     if not 0.0 <= val_fraction < 1.0:
         raise PumlcError(f"--val-fraction must be within [0, 1), got {val_fraction}")
     if empty_images not in ("keep", "drop"):
@@ -128,6 +151,9 @@ def _summary(out: Path, manifest: dict) -> None:
         f"{counts['empty_in_source']} empty image(s) {'dropped' if counts['dropped_empty'] else 'kept'}; "
         f"images under {manifest['image_root']}"
     )
+    cache = manifest.get("image_cache")
+    if cache:
+        console.print(f"image cache: shorter side {cache['shorter_side']} px under {out / cache['dir']}")
     steps = manifest["corruptions"]
     if steps:
         desc = []
@@ -178,6 +204,8 @@ def coco(
     empty_images: EmptyImages = "keep",
     check_images: CheckImages = False,
     force: Force = False,
+    cache_size: CacheSize = None,
+    cache_workers: CacheWorkers = None,
 ) -> None:
     """MS-COCO instances files: train2014 -> train + val, val2014 -> test (crowd annotations are positives).
 
@@ -186,7 +214,7 @@ def coco(
     from pumlc_cli.readers.coco import read_coco
 
     spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
-    _precheck(out, force, seed, val_fraction, empty_images)
+    _precheck(out, force, seed, val_fraction, empty_images, cache_size, cache_workers)
     if root is None and train_ann is None:
         raise PumlcError("give --root (a COCO folder) or --train-ann (an instances file)")
     if root is not None and not root.is_dir():
@@ -210,6 +238,8 @@ def coco(
         empty_images=empty_images,
         check_images=check_images,
         force=force,
+        cache_size=cache_size,
+        cache_workers=cache_workers,
     )
 
 
@@ -239,12 +269,14 @@ def voc(
     empty_images: EmptyImages = "keep",
     check_images: CheckImages = False,
     force: Force = False,
+    cache_size: CacheSize = None,
+    cache_workers: CacheWorkers = None,
 ) -> None:
     """PASCAL VOC devkit: trainval -> train + val, test -> test (test.txt optional)."""
     from pumlc_cli.readers.voc import read_voc
 
     spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
-    _precheck(out, force, seed, val_fraction, empty_images)
+    _precheck(out, force, seed, val_fraction, empty_images, cache_size, cache_workers)
     table = read_voc(root, difficult=voc_difficult)
     _finish(
         table,
@@ -256,6 +288,8 @@ def voc(
         empty_images=empty_images,
         check_images=check_images,
         force=force,
+        cache_size=cache_size,
+        cache_workers=cache_workers,
     )
 
 
@@ -285,12 +319,14 @@ def csv_(
     empty_images: EmptyImages = "keep",
     check_images: CheckImages = False,
     force: Force = False,
+    cache_size: CacheSize = None,
+    cache_workers: CacheWorkers = None,
 ) -> None:
     """Your own labels: CSV files 'image,labels' (listed classes positive, all others negative)."""
     from pumlc_cli.readers.csv_reader import parse_class_list, read_csv_labels
 
     spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
-    _precheck(out, force, seed, val_fraction, empty_images)
+    _precheck(out, force, seed, val_fraction, empty_images, cache_size, cache_workers)
     class_list = parse_class_list(classes) if classes is not None else None
     table = read_csv_labels(train, test, images, sep=sep, classes=class_list)
     _finish(
@@ -303,4 +339,6 @@ def csv_(
         empty_images=empty_images,
         check_images=check_images,
         force=force,
+        cache_size=cache_size,
+        cache_workers=cache_workers,
     )
