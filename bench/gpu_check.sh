@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c "import torch, timm, torchvision; print('torch', torch.__version__, '| timm', timm.__version__, '| torchvision', torchvision.__version__)"
 
 echo "== CUDA tests (AMP bf16/fp16, channels_last, torch.compile, branch == reference)"
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py || status=1
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_gpu_decode.py || status=1
 
 echo "== ResNet-101 448x448 batch 32: plain, published and optimised recipes, eval (eager)"
 timeout 150 "$PY" bench/gpu_bench.py --steps 10 --warmup 4 || status=1

@@ -74,8 +74,13 @@ def evaluate(
     workers: int,
     info: dist.DistInfo,
     amp: str,
+    decode_device: torch.device | None = None,
 ) -> EvalResult:
-    """Score every image of the split (sharded across ranks, gathered in order) and compute metrics."""
+    """Score every image of the split (sharded across ranks, gathered in order) and compute metrics.
+
+    With `decode_device`, workers only read file bytes and JPEGs are decoded and resized on that device
+    (`pumlc_cli.gpu_decode`); otherwise PIL decodes in the workers.
+    """
     from pumlc_cli import load_prepared
 
     prepared = load_prepared(data)
@@ -85,13 +90,25 @@ def evaluate(
         raise PumlcError(f"{data}: split {split!r} has no images")
     targets = part.observed if mask_unknown else part.truth
     image_size = int(payload["config"]["image_size"])
-    dataset = eval_dataset(prepared.image_root, part.images, targets, image_size)
-    loader = shard_loader(dataset, info, batch_size, workers)
     result = EvalResult(images=list(part.images), targets=np.asarray(targets), scores={})
     channels_last = bool(payload["config"].get("channels_last", True))
+    n_classes = len(prepared.classes)
+    if decode_device is not None:
+        from pumlc_cli.gpu_decode import encoded_loader, predict_probs_decoded
+
+        loader = encoded_loader(prepared.image_root, part.images, info, batch_size, workers)
+        models = {weights: model_from_checkpoint(payload, weights, info.device) for weights in WEIGHTS}
+        result.scores = predict_probs_decoded(
+            models, loader, info, amp, channels_last, n_classes, image_size, decode_device
+        )
+        for weights in WEIGHTS:
+            result.metrics[weights] = compute_metrics(result.scores[weights], result.targets, threshold, voc11)
+        return result
+    dataset = eval_dataset(prepared.image_root, part.images, targets, image_size)
+    loader = shard_loader(dataset, info, batch_size, workers)
     for weights in WEIGHTS:
         model = model_from_checkpoint(payload, weights, info.device)
-        result.scores[weights] = predict_probs(model, loader, info, amp, channels_last, len(prepared.classes))
+        result.scores[weights] = predict_probs(model, loader, info, amp, channels_last, n_classes)
         result.metrics[weights] = compute_metrics(result.scores[weights], result.targets, threshold, voc11)
     return result
 

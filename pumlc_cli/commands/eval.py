@@ -30,6 +30,7 @@ def eval_command(
     weights: str = typer.Option("best", help="Headline weights: best (val-selected), regular or ema."),
     batch_size: int = typer.Option(64, min=1, help="Images per batch per process."),
     workers: int = typer.Option(min(8, os.cpu_count() or 1), min=0, help="Data-loading workers (default: cores)."),
+    decode: str = typer.Option("pil", help="JPEG decoding: pil (CPU workers) or gpu (nvJPEG on the device, faster)."),
     device: str = typer.Option("auto", help="cuda, cpu or auto."),
     gpus: int = typer.Option(1, min=1, help="Shard across this many GPUs (torchrun)."),
     nproc: int = typer.Option(1, min=1, help="Shard across this many CPU processes (gloo)."),
@@ -44,11 +45,15 @@ def eval_command(
         raise PumlcError(f"--weights must be best, regular or ema, not {weights!r}")
     if split not in {"train", "val", "test"}:
         raise PumlcError(f"--split must be train, val or test, not {split!r}")
+    if decode not in {"pil", "gpu"}:
+        raise PumlcError(f"--decode must be pil or gpu, not {decode!r}")
     payload = load_checkpoint(ckpt)
     data = data or Path(payload["config"]["data"])
     if not (data / "manifest.json").is_file():
         raise PumlcError(f"{data}: not a prepared folder (no manifest.json); pass --data")
     kind = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if decode == "gpu" and (kind != "cuda" or not torch.cuda.is_available()):
+        raise PumlcError("--decode gpu needs a CUDA device (use --decode pil on the CPU)")
     procs = gpus if kind == "cuda" else nproc
     if procs > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(
@@ -67,6 +72,7 @@ def eval_command(
                 batch_size,
                 workers,
                 kind,
+                decode,
             )
         )
 
@@ -88,6 +94,7 @@ def eval_command(
             workers=workers,
             info=info,
             amp=amp,
+            decode_device=info.device if decode == "gpu" else None,
         )
     finally:
         dist.teardown(info)
@@ -205,6 +212,7 @@ def _relaunch(
     batch_size: int,
     workers: int,
     kind: str,
+    decode: str,
 ) -> int:
     from pumlc_cli.launch import free_port
 
@@ -224,6 +232,8 @@ def _relaunch(
         str(workers),
         "--device",
         kind,
+        "--decode",
+        decode,
     ]
     for flag, value in (("--json", json_file), ("--plot", plot), ("--save-scores", scores_file)):
         if value is not None:
