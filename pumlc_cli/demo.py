@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pumlc_cli.runner import pumlc
+from pumlc_cli.runner import flags, pumlc
 
 METHODS = ("pu", "bce-an")
 
@@ -44,34 +44,10 @@ def run_demo(out: Path, *, images: int, epochs: int, image_size: int, model: str
     results: dict[str, dict] = {}
     for method in METHODS:
         run = out / "runs" / method
-        seconds = pumlc(
-            "train",
-            str(prepared),
-            "--out",
-            str(run),
-            "--loss",
-            method,
-            "--model",
-            model,
-            "--epochs",
-            str(epochs),
-            "--batch-size",
-            "32",
-            "--lr",
-            "3e-3",
-            "--image-size",
-            str(image_size),
-            "--scale-size",
-            str(image_size + image_size // 8),
-            "--train",
-            "all",
-            "--workers",
-            str(workers),
-            "--device",
-            "cpu",
-            "--seed",
-            "0",
-        )
+        options = {"out": run, "loss": method, "model": model, "epochs": epochs, "batch_size": 32, "lr": 3e-3}
+        options |= {"image_size": image_size, "scale_size": image_size + image_size // 8, "train": "all"}
+        options |= {"workers": workers, "device": "cpu", "seed": 0}
+        seconds = pumlc("train", str(prepared), *flags(**options))
         report_path = out / f"eval-{method}.json"
         pumlc(
             "eval",

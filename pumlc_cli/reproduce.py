@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from pumlc_cli.atomic import write_text_atomic
-from pumlc_cli.runner import console, pumlc
+from pumlc_cli.runner import console, flags, pumlc
 
 FULL_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Per-dataset recipe: the paper's α/γ; backbone, resolution, schedule as in its released training commands.
@@ -87,32 +87,9 @@ def prepare_args(dataset: str, data: Path | None, out: Path, p: float, strip: bo
 def train_args(
     recipe: dict, prepared: Path, run: Path, method: str, gpus: int, device: str, extra: list[str]
 ) -> list[str]:
-    args = [
-        "train",
-        str(prepared),
-        "--out",
-        str(run),
-        "--loss",
-        method,
-        "--model",
-        str(recipe["model"]),
-        "--epochs",
-        str(recipe["epochs"]),
-        "--batch-size",
-        str(recipe["batch_size"]),
-        "--lr",
-        str(recipe["lr"]),
-        "--image-size",
-        str(recipe["image_size"]),
-        "--scale-size",
-        str(recipe["scale_size"]),
-        "--train",
-        str(recipe["train"]),
-        "--seed",
-        "0",
-        "--device",
-        device,
-    ]
+    keys = ("model", "epochs", "batch_size", "lr", "image_size", "scale_size", "train")
+    args = ["train", str(prepared), *flags(out=run, loss=method, **{k: recipe[k] for k in keys})]
+    args += flags(seed=0, device=device)
     if method == "pu":
         args += ["--alpha", str(recipe["alpha"]), "--gamma", str(recipe["gamma"])]
     if gpus > 1:

@@ -19,6 +19,14 @@ from pumlc_cli.errors import PumlcError
 console = Console(stderr=True, highlight=False)
 
 
+def flags(**options: object) -> list[str]:
+    """`flags(batch_size=32, out=p)` → `["--batch-size", "32", "--out", "p"]`: drivers spell options once."""
+    out: list[str] = []
+    for name, value in options.items():
+        out += [f"--{name.replace('_', '-')}", str(value)]
+    return out
+
+
 def pumlc(*args: str, quiet: bool = False) -> float:
     """Run `pumlc ARGS`; return its wall time; a failure stops the driver with the command's exit code."""
     from pumlc_cli.cli import app
