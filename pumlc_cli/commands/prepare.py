@@ -6,13 +6,17 @@ Only numpy/pandas/pyarrow are imported here (no torch), so preparing data stays 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pumlc_cli.corrupt import CorruptionSpec, check_seed
 from pumlc_cli.errors import PumlcError
+
+if TYPE_CHECKING:
+    from pumlc_cli.readers import LabelTable
 
 app = typer.Typer(
     help="Read annotations (COCO, VOC or CSV), corrupt the training labels, write a prepared folder.",
@@ -126,6 +130,19 @@ def _precheck(
         raise PumlcError(f"{out}: already exists (use --force to replace it)")
 
 
+_CORRUPTIONS = ("partial", "single_positive", "drop_positives", "noise_fn", "noise_fp", "noise_file", "strip_negatives")
+_WRITE = ("seed", "val_fraction", "clean_val", "empty_images", "check_images", "force", "cache_size", "cache_workers")
+
+
+def _prepare(read: Callable[[], LabelTable], out: Path, options: dict) -> None:
+    """The shared tail of every `prepare` command: check the options, then read, corrupt and write."""
+    spec = _spec(*(options[k] for k in _CORRUPTIONS))
+    _precheck(
+        out, *(options[k] for k in ("force", "seed", "val_fraction", "empty_images", "cache_size", "cache_workers"))
+    )
+    _finish(read(), out, spec, **{k: options[k] for k in _WRITE})
+
+
 def _finish(table, out: Path, spec: CorruptionSpec, **kw) -> None:
     from pumlc_cli.prepared import prepare_dataset
 
@@ -211,10 +228,19 @@ def coco(
 
     With --train-ann and no --root, --test-ann is optional: without it there is no test split.
     """
+    _prepare(lambda: _read_coco(root, train_ann, test_ann, train_images, test_images), out, locals())
+
+
+def _read_coco(
+    root: Path | None,
+    train_ann: Path | None,
+    test_ann: Path | None,
+    train_images: Path | None,
+    test_images: Path | None,
+) -> LabelTable:
+    """Resolve the COCO file and folder defaults from --root, then read."""
     from pumlc_cli.readers.coco import read_coco
 
-    spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
-    _precheck(out, force, seed, val_fraction, empty_images, cache_size, cache_workers)
     if root is None and train_ann is None:
         raise PumlcError("give --root (a COCO folder) or --train-ann (an instances file)")
     if root is not None and not root.is_dir():
@@ -227,20 +253,7 @@ def coco(
         train_images = root / "train2014"
     if test_images is None and root is not None and test_ann == root / "annotations" / "instances_val2014.json":
         test_images = root / "val2014"
-    table = read_coco(train_ann, test_ann, train_images, test_images)
-    _finish(
-        table,
-        out,
-        spec,
-        seed=seed,
-        val_fraction=val_fraction,
-        clean_val=clean_val,
-        empty_images=empty_images,
-        check_images=check_images,
-        force=force,
-        cache_size=cache_size,
-        cache_workers=cache_workers,
-    )
+    return read_coco(train_ann, test_ann, train_images, test_images)
 
 
 @app.command("voc")
@@ -275,22 +288,7 @@ def voc(
     """PASCAL VOC devkit: trainval -> train + val, test -> test (test.txt optional)."""
     from pumlc_cli.readers.voc import read_voc
 
-    spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
-    _precheck(out, force, seed, val_fraction, empty_images, cache_size, cache_workers)
-    table = read_voc(root, difficult=voc_difficult)
-    _finish(
-        table,
-        out,
-        spec,
-        seed=seed,
-        val_fraction=val_fraction,
-        clean_val=clean_val,
-        empty_images=empty_images,
-        check_images=check_images,
-        force=force,
-        cache_size=cache_size,
-        cache_workers=cache_workers,
-    )
+    _prepare(lambda: read_voc(root, difficult=voc_difficult), out, locals())
 
 
 @app.command("csv")
@@ -325,20 +323,8 @@ def csv_(
     """Your own labels: CSV files 'image,labels' (listed classes positive, all others negative)."""
     from pumlc_cli.readers.csv_reader import parse_class_list, read_csv_labels
 
-    spec = _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives)
-    _precheck(out, force, seed, val_fraction, empty_images, cache_size, cache_workers)
-    class_list = parse_class_list(classes) if classes is not None else None
-    table = read_csv_labels(train, test, images, sep=sep, classes=class_list)
-    _finish(
-        table,
-        out,
-        spec,
-        seed=seed,
-        val_fraction=val_fraction,
-        clean_val=clean_val,
-        empty_images=empty_images,
-        check_images=check_images,
-        force=force,
-        cache_size=cache_size,
-        cache_workers=cache_workers,
-    )
+    def read():
+        class_list = parse_class_list(classes) if classes is not None else None
+        return read_csv_labels(train, test, images, sep=sep, classes=class_list)
+
+    _prepare(read, out, locals())
