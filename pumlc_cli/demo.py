@@ -52,14 +52,7 @@ def run_demo(out: Path, *, images: int, epochs: int, image_size: int, model: str
         pumlc(
             "eval",
             str(run / "best.pt"),
-            "--split",
-            "test",
-            "--json",
-            str(report_path),
-            "--workers",
-            str(workers),
-            "--device",
-            "cpu",
+            *flags(split="test", json=report_path, workers=workers, device="cpu"),
             quiet=True,
         )
         report = json.loads(report_path.read_text())

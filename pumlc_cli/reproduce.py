@@ -22,33 +22,20 @@ from pumlc_cli.runner import console, flags, pumlc
 
 FULL_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Per-dataset recipe: the paper's α/γ; backbone, resolution, schedule as in its released training commands.
+_PAPER = {
+    "model": "resnet101",
+    "image_size": 448,
+    "scale_size": 512,
+    "batch_size": 32,
+    "lr": 1e-4,
+    "epochs": 40,
+    "train": "last",
+    "grid": FULL_GRID,
+    "methods": ("pu", "bce-known", "bce-an", "asl", "wan", "epr"),
+}
 RECIPES: dict[str, dict[str, object]] = {
-    "voc2007": {
-        "model": "resnet101",
-        "image_size": 448,
-        "scale_size": 512,
-        "batch_size": 32,
-        "lr": 1e-4,
-        "epochs": 40,
-        "alpha": 2.0,
-        "gamma": 0.85,
-        "train": "last",
-        "grid": FULL_GRID,
-        "methods": ("pu", "bce-known", "bce-an", "asl", "wan", "epr"),
-    },
-    "coco2014": {
-        "model": "resnet101",
-        "image_size": 448,
-        "scale_size": 512,
-        "batch_size": 32,
-        "lr": 1e-4,
-        "epochs": 40,
-        "alpha": 1.0,
-        "gamma": 0.55,
-        "train": "last",
-        "grid": FULL_GRID,
-        "methods": ("pu", "bce-known", "bce-an", "asl", "wan", "epr"),
-    },
+    "voc2007": {**_PAPER, "alpha": 2.0, "gamma": 0.85},
+    "coco2014": {**_PAPER, "alpha": 1.0, "gamma": 0.55},
     # Small enough for a laptop CPU: reduced grid and methods, tiny backbone, 64 px.
     "synth": {
         "model": "test_resnet",
@@ -130,12 +117,7 @@ def run_grid(
             evaluate = [
                 "eval",
                 str(run / "best.pt"),
-                "--split",
-                "test",
-                "--json",
-                str(report_path),
-                "--device",
-                device,
+                *flags(split="test", json=report_path, device=device),
             ]
             commands += ["pumlc " + shlex.join(a) for a in (prep, train, evaluate)]
             if report_path.is_file():
