@@ -41,3 +41,14 @@ def synth_prepared(synth_root, tmp_path_factory) -> Path:
     )
     prepare_dataset(table, out, spec=CorruptionSpec(partial=0.5), seed=0)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is as fast and avoids OpenMP stalls on a busy shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,8 +6,6 @@ Imports nothing that needs pycocotools: the GPU machine does not have it.
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from torch import nn
 
 from pumlc_cli.models import build_model, published_branch_state, set_trainable
 from pumlc_cli.models.local_global import LocalGlobalConv
+from tests.reference import load_reference
 
 pytestmark = [
     pytest.mark.cuda,
@@ -29,14 +28,6 @@ def _tiny_name() -> str:
 
 
 TINY = _tiny_name()
-
-
-def _reference_module():
-    path = Path(__file__).resolve().parents[1] / "bench" / "reference_local_global.py"
-    spec = importlib.util.spec_from_file_location("reference_local_global", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _model(policy: str = "last") -> nn.Module:
@@ -101,7 +92,7 @@ def test_compiled_model_matches_eager() -> None:
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("norm_train", [False, True])
 def test_branch_matches_reference_fp32(stride: int, norm_train: bool) -> None:
-    reference = _reference_module()
+    reference = load_reference()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)

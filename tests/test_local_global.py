@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,26 +11,12 @@ from torch import nn
 
 from pumlc_cli.models import local_global
 from pumlc_cli.models.local_global import LocalGlobalConv, published_branch_state
+from tests.reference import load_reference
+
+reference = load_reference()
 
 
-def _reference_module():
-    path = Path(__file__).resolve().parents[1] / "bench" / "reference_local_global.py"
-    spec = importlib.util.spec_from_file_location("reference_local_global", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = _reference_module()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast and avoids OpenMP stalls on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_pair(
