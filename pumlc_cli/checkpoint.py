@@ -22,6 +22,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
+def resolve_checkpoint(path: Path) -> Path:
+    """A run folder stands for its val-selected `best.pt` (then `last.pt`), so users can pass what `train --out` made."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise PumlcError(f"{path}: a folder without best.pt or last.pt; pass a checkpoint or a run folder")
+    return path
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a pumlc checkpoint on the CPU; anything else is refused with the reason."""
     path = Path(path)
