@@ -7,7 +7,6 @@ from pumlc_cli.models.build import (
     MultiLabelNet,
     build_model,
     freeze_batchnorm,
-    load_backbone_file,
     set_trainable,
 )
 from pumlc_cli.models.local_global import (
@@ -17,6 +16,7 @@ from pumlc_cli.models.local_global import (
     published_branch_state,
 )
 from pumlc_cli.models.semantic_head import SemanticHead, label_cooccurrence
+from pumlc_cli.models.weights import load_backbone_file
 
 __all__ = [
     "HEADS",

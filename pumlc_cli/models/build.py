@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from torch import nn
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.models.local_global import GlobalBranch, convert_local_global
 from pumlc_cli.models.semantic_head import SemanticHead
+from pumlc_cli.models.weights import load_backbone_file
 
 TRAIN_POLICIES = ("all", "last", "branches")
 HEADS = ("linear", "semantic")
@@ -108,62 +108,6 @@ def set_trainable(model: MultiLabelNet, policy: str, *, freeze_bn: bool = True) 
     else:
         model.frozen_bn = False
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def _tensor_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise PumlcError(f"{path}: not a state dict of tensors (nor a dict with 'state_dict' or 'model')")
-    prefix = "module."
-    if all(k.startswith(prefix) for k in obj):
-        return {k[len(prefix) :]: v for k, v in obj.items()}
-    return dict(obj)
-
-
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise PumlcError(f"{path}: pretrained weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any reader failure is a bad file to the user
-        raise PumlcError(f"{path}: cannot read pretrained weights ({type(err).__name__})") from err
-    return _tensor_state(obj, path)
-
-
-def _few(keys: Iterator[str] | set[str]) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-    return ", ".join(keys[:3]) + more
-
-
-def load_backbone_file(backbone: nn.Module, path: Path, name: str, classifier: str | None) -> None:
-    """Load a local backbone state dict strictly (the classifier's keys ignored) or raise PumlcError."""
-    state = _read_state(path)
-    if classifier:
-        state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
-    own = backbone.state_dict()
-    for key, value in own.items():  # older checkpoints lack BatchNorm step counters
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = value
-    missing, unexpected = set(own) - set(state), set(state) - set(own)
-    wrong = {k for k in set(own) & set(state) if own[k].shape != state[k].shape}
-    problems = [
-        f"{label} {_few(keys)}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-        if keys
-    ]
-    if problems:
-        raise PumlcError(f"{path}: weights do not fit {name}: " + "; ".join(problems))
-    backbone.load_state_dict(state)
 
 
 def _class_matrix(value: Any, num_classes: int, what: str, *, square: bool = False) -> torch.Tensor | None:
