@@ -1,17 +1,32 @@
-"""Atomic file writes: a reader or a crash never sees half a file."""
+"""Atomic file writes: a reader or a crash never sees half a file; what is created respects the user's umask."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_dir_beside(out: Path, suffix: str = ".tmp") -> Path:
+    """A fresh hidden folder next to `out` (same file system, so it can be renamed into place). mkdtemp makes
+    it 0700; it gets the mode a plain mkdir would have, as the folder it becomes is the user's."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, so writers pick the format); rename it over `path`
-    when the block succeeds, remove it when it fails."""
+    when the block succeeds, remove it when it fails. Writers create it with open(), so the umask applies."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:

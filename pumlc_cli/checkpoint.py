@@ -23,7 +23,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A run folder stands for its val-selected `best.pt` (then `last.pt`), so users can pass what `train --out` made."""
+    """A run folder stands for its val-selected `best.pt` (then `last.pt`): users pass what `train --out` made."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path, PurePosixPath
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.interrupt import ignore_stop_signals
 
 CACHE_DIR = "images"
 CACHE_QUALITY = 95
@@ -55,7 +57,7 @@ def cache_one(src: str, dst: str, shorter_side: int) -> str | None:
             size = (shorter_side, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), shorter_side)
             rgb = rgb.resize(size, Image.BICUBIC)
         rgb.save(dst, format="JPEG", quality=CACHE_QUALITY)
-    except Exception as err:  # PIL raises many types for damaged files
+    except Exception as err:  # PIL raises many types for damaged files (DecompressionBombError included)
         return f"{src}: cannot be cached as an image ({err.__class__.__name__}: {err})"
     return None
 
@@ -92,10 +94,12 @@ def write_image_cache(
         errors = (_cache_chunk(chunk, shorter_side) for chunk in chunks)
         _raise_first(errors)
         return
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=ignore_stop_signals)
     try:
         futures = [pool.submit(_cache_chunk, chunk, shorter_side) for chunk in chunks]
         _raise_first(f.result() for f in futures)
+    except BrokenProcessPool:
+        raise PumlcError(f"{out_dir}: an image cache worker process died (out of memory?)") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import json
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pumlc_cli.atomic import temp_dir_beside
 from pumlc_cli.corrupt import CorruptionSpec, apply_corruptions, check_seed
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.image_cache import CACHE_DIR, cache_record, check_cache_size, write_image_cache
-from pumlc_cli.readers import LabelTable
+from pumlc_cli.readers import LabelTable, check_listed_files, contained_name
 from pumlc_cli.splits import carve_validation
 
 LABELS_FILE = "labels.parquet"
@@ -92,7 +93,7 @@ class Prepared:
 
 
 def load_prepared(path: str | Path) -> Prepared:
-    """Read a folder written by `pumlc prepare`; a missing or damaged folder is a `PumlcError`."""
+    """Read a folder written by `pumlc prepare`; a missing, damaged or hand-edited folder is a `PumlcError`."""
     import pandas as pd
 
     path = Path(path)
@@ -105,23 +106,31 @@ def load_prepared(path: str | Path) -> Prepared:
         raise PumlcError(f"{man_file}: missing (not a folder written by `pumlc prepare`)") from None
     try:
         manifest = json.loads(raw)
-        classes = [str(c) for c in manifest["classes"]]
+        classes = manifest["classes"]
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+            raise TypeError
         source_root = Path(manifest["image_root"])
         cache = manifest.get("image_cache")
         # Resolved against the folder itself, so a prepared folder with its cache can be moved or copied.
         image_root = (path / cache["dir"]).resolve() if cache else source_root
     except (ValueError, KeyError, TypeError):
         raise PumlcError(f"{man_file}: malformed manifest") from None
+    if len(set(classes)) != len(classes):
+        raise PumlcError(f"{man_file}: a class is listed twice")
     try:
-        frame = pd.read_parquet(lab_file)
+        data = lab_file.read_bytes()
     except FileNotFoundError:
         raise PumlcError(f"{lab_file}: missing") from None
+    except OSError as err:
+        raise PumlcError(f"{lab_file}: cannot read ({err.strerror})") from None
+    expected_hash = manifest.get("labels_sha256")
+    if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
+        raise PumlcError(f"{lab_file}: changed since `pumlc prepare` wrote it (sha256 differs from {man_file.name})")
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
     except Exception as err:  # pyarrow raises several types for damaged files
-        raise PumlcError(f"{lab_file}: cannot read ({err})") from None
-    expected = ["image", "split"] + [f"truth:{c}" for c in classes] + [f"observed:{c}" for c in classes]
-    missing = [c for c in expected if c not in frame.columns]
-    if missing:
-        raise PumlcError(f"{lab_file}: missing columns {', '.join(missing[:5])}")
+        raise PumlcError(f"{lab_file}: cannot read ({str(err).splitlines()[0] if str(err) else err})") from None
+    _check_frame(frame, classes, lab_file)
     return Prepared(
         path=path,
         frame=frame,
@@ -131,6 +140,34 @@ def load_prepared(path: str | Path) -> Prepared:
         manifest_hash=hashlib.sha256(raw).hexdigest(),
         source_image_root=source_root,
     )
+
+
+def _check_frame(frame, classes: list[str], lab_file: Path) -> None:
+    """Columns match the manifest's classes exactly; labels are -1/0/1; splits are known; image paths are
+    contained and unique."""
+    label_cols = [f"truth:{c}" for c in classes] + [f"observed:{c}" for c in classes]
+    expected = ["image", "split", *label_cols]
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise PumlcError(f"{lab_file}: missing columns {', '.join(missing[:5])} (do not match the manifest's classes)")
+    extra = [c for c in frame.columns if c not in expected]
+    if extra:
+        raise PumlcError(f"{lab_file}: columns {', '.join(extra[:5])} are not in the manifest's classes")
+    labels = frame[label_cols].to_numpy()
+    if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < -1 or labels.max() > 1):
+        bad = sorted({str(v) for v in np.unique(labels) if v not in (-1, 0, 1)})[:3]
+        raise PumlcError(f"{lab_file}: labels must be -1, 0 or 1, found {', '.join(bad)}")
+    splits = set(frame["split"].unique())
+    if not splits <= set(SPLITS):
+        bad = sorted(map(str, splits - set(SPLITS)))
+        raise PumlcError(f"{lab_file}: unknown split(s) {', '.join(bad)} (expected {', '.join(SPLITS)})")
+    images = frame["image"].tolist()
+    for i, name in enumerate(images):
+        if contained_name(name, f"{lab_file}: row {i}") != name:
+            raise PumlcError(f"{lab_file}: row {i}: image path {name!r} is not normalised")
+    if frame["image"].duplicated().any():
+        dup = frame["image"][frame["image"].duplicated()].iloc[0]
+        raise PumlcError(f"{lab_file}: image {dup!r} is listed twice")
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -174,7 +211,7 @@ def write_prepared(
     if out.exists() and not force:
         raise PumlcError(f"{out}: already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         pq.write_table(
             table,
@@ -188,6 +225,7 @@ def write_prepared(
             data_page_size=1 << 20,
             store_schema=False,
         )
+        manifest = {**manifest, "labels_sha256": hashlib.sha256((tmp / LABELS_FILE).read_bytes()).hexdigest()}
         (tmp / MANIFEST_FILE).write_text(manifest_text(manifest), encoding="utf-8")
         if populate is not None:
             populate(tmp)
@@ -210,14 +248,25 @@ def write_prepared(
         raise
 
 
+def remove_stale(out: Path) -> list[Path]:
+    """Temp and replaced folders a killed `prepare` left beside `out`; call it while holding `out`'s lock."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:[a-z0-9_]{{8}}\.tmp|old-[0-9a-f]{{32}})$")
+    stale = [p for p in out.parent.iterdir() if pattern.match(p.name)] if out.parent.is_dir() else []
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
+
+
 def check_image_files(table: LabelTable) -> None:
     """Every listed image exists and opens as an image (header parsed and pixels decoded at reduced size)."""
     from PIL import Image
 
+    check_listed_files(table.image_root, table.images)
     for rel in table.images:
         path = table.image_root / rel
-        if not path.is_file():
-            raise PumlcError(f"{path}: image listed in the annotations is missing")
         try:
             with Image.open(path) as im:
                 im.draft("RGB", (32, 32))
@@ -255,8 +304,12 @@ def prepare_dataset(
     n_empty = int(table.empty.sum())
     if empty_images == "drop":
         table = table.subset(~table.empty)
+    if not (table.part == "train").any():
+        raise PumlcError(f"{table.image_root}: no training images (after --empty-images {empty_images})")
     if check_images:
         check_image_files(table)
+    else:
+        check_listed_files(table.image_root, table.images)
 
     is_train = table.part == "train"
     truth = table.truth
@@ -274,6 +327,8 @@ def prepare_dataset(
 
     policies = {"empty_images": empty_images, **table.info.get("policies", {})}
     counts = {s: int((split == s).sum()) for s in SPLITS}
+    if counts["train"] == 0:
+        raise PumlcError(f"{table.image_root}: the train split would be empty ({counts['val']} image(s), all to val)")
     counts.update(
         {
             "read": n_read,

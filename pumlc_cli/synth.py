@@ -15,11 +15,11 @@ import io
 import json
 import math
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from pumlc_cli.atomic import temp_dir_beside
 from pumlc_cli.errors import PumlcError
 
 # (category id, name, shape, RGB colour)
@@ -36,6 +36,7 @@ CLASSES: list[tuple[int, str, str, tuple[int, int, int]]] = [
     (19, "yellow_diamond", "diamond", (235, 215, 40)),
 ]
 SPLITS = (("train2014", 0), ("val2014", 1))
+SYNTH_ENTRIES = {"annotations", "train2014", "val2014"}
 SUPERSAMPLE = 2
 
 
@@ -172,8 +173,10 @@ def make_synth(out: Path, n_train: int, n_test: int, seed: int, image_size: int,
         raise PumlcError(f"--seed must be a non-negative integer, got {seed}")
     if out.exists() and not force:
         raise PumlcError(f"{out}: already exists (use --force to replace it)")
+    if out.exists() and not (out.is_dir() and {p.name for p in out.iterdir()} <= SYNTH_ENTRIES):
+        raise PumlcError(f"{out}: not a folder written by `pumlc synth`; --force only replaces those")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         (tmp / "annotations").mkdir()
         first_id = 1
@@ -183,7 +186,7 @@ def make_synth(out: Path, n_train: int, n_test: int, seed: int, image_size: int,
             path = tmp / "annotations" / f"instances_{split}.json"
             path.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
         if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+            shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

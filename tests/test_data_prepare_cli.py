@@ -194,13 +194,16 @@ def test_voc_prepare(shared_dir, tmp_path):
 
 def test_csv_prepare(tmp_path):
     (tmp_path / "train.csv").write_text("image,labels\na.jpg,dog\nb.jpg,cat dog\nc.jpg,\n")
+    (tmp_path / "img").mkdir()
+    for name in "abc":
+        (tmp_path / "img" / f"{name}.jpg").write_bytes(b"listed, not opened without --check-images")
     invoke(
         "prepare",
         "csv",
         "--train",
         tmp_path / "train.csv",
         "--images",
-        tmp_path,
+        tmp_path / "img",
         "--out",
         tmp_path / "p",
         "--val-fraction",
@@ -235,13 +238,15 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     ],
 )
 def test_bad_input_in_process(case, message, tmp_path, synth_root, shared_dir):
-    f = _bad_files(tmp_path)
+    src = tmp_path / "src"
+    src.mkdir()
+    f = _bad_files(src)
     out = tmp_path / "out"
     voc = shared_dir / "data" / "voc2007" / "VOCdevkit" / "VOC2007"
     args = {
-        "missing-json": ["coco", "--root", tmp_path],
+        "missing-json": ["coco", "--root", src],
         "malformed-json": ["coco", "--train-ann", f["bad.json"]],
-        "unknown-class-csv": ["csv", "--train", f["t.csv"], "--images", tmp_path, "--classes", "dog,cat"],
+        "unknown-class-csv": ["csv", "--train", f["t.csv"], "--images", src, "--classes", "dog,cat"],
         "unknown-class-noise": ["coco", "--root", synth_root, "--noise-file", f["noise.csv"]],
         "partial-range": ["coco", "--root", synth_root, "--partial", "1.5"],
         "noise-range": ["coco", "--root", synth_root, "--noise-fp", "-0.2"],
@@ -270,13 +275,15 @@ def test_check_images_missing_and_corrupt(synth_root, tmp_path):
     victim.unlink()
     res = run_cli("prepare", "coco", "--root", root, "--out", tmp_path / "o1", "--check-images")
     assert res.returncode == 2
-    assert res.stderr.strip() == f"pumlc: error: {victim}: image listed in the annotations is missing"
+    assert res.stderr.strip() == (
+        f"pumlc: error: {root}: 1 of 320 listed images are missing (e.g. val2014/{victim.name})"
+    )
     assert not (tmp_path / "o1").exists()
     victim.write_bytes(b"\xff\xd8 this is not a jpeg")
     with pytest.raises(PumlcError, match="000000000241.jpg: cannot be opened as an image"):
         invoke("prepare", "coco", "--root", root, "--out", tmp_path / "o2", "--check-images")
     assert not (tmp_path / "o2").exists()
-    invoke("prepare", "coco", "--root", root, "--out", tmp_path / "o3")  # without the check: fine
+    invoke("prepare", "coco", "--root", root, "--out", tmp_path / "o3")  # without the check: not opened
 
 
 def test_seed_not_integer_and_existing_output(synth_root, tmp_path):
@@ -289,16 +296,18 @@ def test_seed_not_integer_and_existing_output(synth_root, tmp_path):
 
 
 def test_voc_listed_image_without_file(shared_dir, tmp_path):
-    """000002.xml exists without its image: ignored unless listed; listed, --check-images reports it."""
+    """000002.xml exists without its image: ignored unless listed; listed, it is reported (a stat per file)."""
     real = shared_dir / "data" / "voc2007" / "VOCdevkit" / "VOC2007"
     root = tmp_path / "VOC2007"
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "Annotations").symlink_to(real / "Annotations")
     (root / "JPEGImages").symlink_to(real / "JPEGImages")
     (root / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n000002\n000007\n")
-    with pytest.raises(PumlcError, match="000002.jpg: image listed in the annotations is missing"):
-        invoke("prepare", "voc", "--root", root, "--out", tmp_path / "o", "--check-images")
-    assert not (tmp_path / "o").exists()
+    for extra in (["--check-images"], []):
+        with pytest.raises(PumlcError, match=r"1 of 3 listed images are missing \(e.g. JPEGImages/000002.jpg\)"):
+            invoke("prepare", "voc", "--root", root, "--out", tmp_path / "o", *extra)
+        assert not (tmp_path / "o").exists()
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n000007\n")
     invoke("prepare", "voc", "--root", root, "--out", tmp_path / "o", "--val-fraction", "0")
     frame = pd.read_parquet(tmp_path / "o" / "labels.parquet")
-    assert frame["image"].tolist() == ["JPEGImages/000005.jpg", "JPEGImages/000002.jpg", "JPEGImages/000007.jpg"]
+    assert frame["image"].tolist() == ["JPEGImages/000005.jpg", "JPEGImages/000007.jpg"]

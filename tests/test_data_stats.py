@@ -95,6 +95,9 @@ def test_stats_cli_json_and_tables(tmp_path):
 
 def test_stats_on_csv_data_truth_only(tmp_path):
     (tmp_path / "train.csv").write_text("image,labels\na.jpg,dog\nb.jpg,cat dog\nc.jpg,\nd.jpg,cat\n")
+    (tmp_path / "img").mkdir()
+    for name in "abcd":
+        (tmp_path / "img" / f"{name}.jpg").write_bytes(b"listed, never opened by prepare or stats")
     runner = CliRunner()
     res = runner.invoke(
         app,
@@ -104,7 +107,7 @@ def test_stats_on_csv_data_truth_only(tmp_path):
             "--train",
             str(tmp_path / "train.csv"),
             "--images",
-            str(tmp_path),
+            str(tmp_path / "img"),
             "--out",
             str(tmp_path / "p"),
             "--val-fraction",

@@ -134,13 +134,37 @@ _CORRUPTIONS = ("partial", "single_positive", "drop_positives", "noise_fn", "noi
 _WRITE = ("seed", "val_fraction", "clean_val", "empty_images", "check_images", "force", "cache_size", "cache_workers")
 
 
-def _prepare(read: Callable[[], LabelTable], out: Path, options: dict) -> None:
-    """The shared tail of every `prepare` command: check the options, then read, corrupt and write."""
+def _prepare(read: Callable[[], LabelTable], out: Path, options: dict, inputs: list[Path | str | None]) -> None:
+    """The shared tail of every `prepare` command: check the options and the output, claim the output, then
+    read, corrupt and write. A signal or an error leaves no temporary folder behind."""
+    from pumlc_cli.interrupt import Stopped, stop_on_signals
+    from pumlc_cli.outputs import check_not_input, check_output_folder, claim
+
     spec = _spec(*(options[k] for k in _CORRUPTIONS))
     _precheck(
         out, *(options[k] for k in ("force", "seed", "val_fraction", "empty_images", "cache_size", "cache_workers"))
     )
-    _finish(read(), out, spec, **{k: options[k] for k in _WRITE})
+    target = check_output_folder(out, "--out", inputs=[*inputs, options["noise_file"]])
+    _check_replaceable(target)
+    try:
+        with stop_on_signals(), claim(target, "pumlc prepare"):
+            from pumlc_cli.prepared import remove_stale
+
+            remove_stale(target)
+            table = read()
+            check_not_input(target, "--out", [table.image_root, *(s["path"] for s in table.sources)])
+            _finish(table, target, spec, **{k: options[k] for k in _WRITE})
+    except Stopped as stop:
+        print(f"pumlc: {stop}; nothing was written to {target}", file=sys.stderr)
+        raise typer.Exit(stop.code) from None
+
+
+def _check_replaceable(out: Path) -> None:
+    """--force replaces a prepared folder (or an empty one), never any other folder."""
+    from pumlc_cli.outputs import is_prepared_folder
+
+    if out.is_dir() and any(out.iterdir()) and not is_prepared_folder(out):
+        raise PumlcError(f"{out}: not a folder written by `pumlc prepare`; --force only replaces prepared folders")
 
 
 def _finish(table, out: Path, spec: CorruptionSpec, **kw) -> None:
@@ -228,7 +252,12 @@ def coco(
 
     With --train-ann and no --root, --test-ann is optional: without it there is no test split.
     """
-    _prepare(lambda: _read_coco(root, train_ann, test_ann, train_images, test_images), out, locals())
+    _prepare(
+        lambda: _read_coco(root, train_ann, test_ann, train_images, test_images),
+        out,
+        locals(),
+        [root, train_ann, test_ann, train_images, test_images],
+    )
 
 
 def _read_coco(
@@ -288,7 +317,7 @@ def voc(
     """PASCAL VOC devkit: trainval -> train + val, test -> test (test.txt optional)."""
     from pumlc_cli.readers.voc import read_voc
 
-    _prepare(lambda: read_voc(root, difficult=voc_difficult), out, locals())
+    _prepare(lambda: read_voc(root, difficult=voc_difficult), out, locals(), [root])
 
 
 @app.command("csv")
@@ -327,4 +356,5 @@ def csv_(
         class_list = parse_class_list(classes) if classes is not None else None
         return read_csv_labels(train, test, images, sep=sep, classes=class_list)
 
-    _prepare(read, out, locals())
+    class_file = classes if classes is not None and Path(classes).is_file() else None
+    _prepare(read, out, locals(), [train, test, images, class_file])

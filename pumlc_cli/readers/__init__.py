@@ -6,8 +6,11 @@ Why one table: corruption, splitting, writing and statistics then never need to 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -69,8 +72,70 @@ def read_source(path: Path, what: str) -> bytes:
         raise PumlcError(f"{path}: cannot read {what} ({err.strerror})") from None
 
 
+def contained_name(name: object, where: str) -> str:
+    """An image path from an annotation, normalised (`./a//b.jpg` -> `a/b.jpg`); refused when it is not a
+    non-empty string or could leave the image root (absolute, `..`), so no file outside the root is ever read."""
+    if not isinstance(name, str):
+        raise PumlcError(f"{where}: image file name must be a string, got {name!r}")
+    if "\x00" in name:
+        raise PumlcError(f"{where}: image file name {name!r} contains a NUL character")
+    path = PurePosixPath(name.strip())
+    if path.is_absolute():
+        raise PumlcError(f"{where}: image path {name!r} is absolute; paths must stay inside the image folder")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if ".." in parts:
+        raise PumlcError(f"{where}: image path {name!r} leaves the image folder ('..')")
+    if not parts:
+        raise PumlcError(f"{where}: empty image file name")
+    return "/".join(parts)
+
+
+def refuse_duplicates(images: list[str], origin: Callable[[int], str]) -> None:
+    """The same image twice (after normalisation) would be two rows with possibly different labels: refuse,
+    naming both entries (`origin(i)` describes row i)."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(images):
+        j = first.setdefault(name, i)
+        if j != i:
+            raise PumlcError(f"{origin(i)}: image {name!r} is listed twice (also {origin(j)})")
+
+
+def check_listed_files(root: Path, images: list[str], examples: int = 3) -> None:
+    """One `stat` per listed image: every one exists and is a regular file (not a folder, FIFO or device, which
+    a decoder would block on or fail late). Refusals give counts and a few examples."""
+    missing: list[str] = []
+    irregular: list[str] = []
+    for rel in images:
+        try:
+            mode = os.stat(os.path.join(root, rel)).st_mode
+        except OSError:
+            missing.append(rel)
+            continue
+        if not stat.S_ISREG(mode):
+            irregular.append(rel)
+    if missing and not (Path(root) / missing[0]).parent.is_dir():
+        folder = (Path(root) / missing[0]).parent
+        raise PumlcError(f"{folder}: image folder not found ({len(missing)} of {len(images)} listed images missing)")
+    for bad, what in ((missing, "missing"), (irregular, "not regular files")):
+        if bad:
+            raise PumlcError(
+                f"{root}: {len(bad)} of {len(images)} listed images are {what} (e.g. {', '.join(bad[:examples])})"
+            )
+
+
 def source_record(role: str, path: Path, data: bytes) -> dict:
     return {"role": role, "path": str(Path(path).resolve()), "sha256": sha256_bytes(data)}
 
 
-__all__ = ["LabelTable", "POSITIVE", "NEGATIVE", "UNKNOWN", "read_source", "source_record", "sha256_bytes"]
+__all__ = [
+    "LabelTable",
+    "POSITIVE",
+    "NEGATIVE",
+    "UNKNOWN",
+    "check_listed_files",
+    "contained_name",
+    "read_source",
+    "refuse_duplicates",
+    "source_record",
+    "sha256_bytes",
+]

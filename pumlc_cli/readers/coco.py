@@ -25,7 +25,27 @@ import numpy as np
 
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.meta import coco_categories
-from pumlc_cli.readers import LabelTable, read_source, source_record
+from pumlc_cli.readers import (
+    LabelTable,
+    contained_name,
+    read_source,
+    refuse_duplicates,
+    source_record,
+)
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _int_ids(path: Path, section: str, key: str, values: list) -> np.ndarray:
+    """JSON ids as int64; a float, bool, string, null or out-of-range value is refused (numpy would silently
+    truncate 1.7 to 1 and read `true` as 1)."""
+    if set(map(type, values)) - {int}:
+        bad = next(v for v in values if type(v) is not int)
+        raise PumlcError(f"{path}: '{section}' {key} must be an integer, got {json.dumps(bad)}")
+    if values and (min(values) < _INT64[0] or max(values) > _INT64[1]):
+        bad = next(v for v in values if not _INT64[0] <= v <= _INT64[1])
+        raise PumlcError(f"{path}: '{section}' {key} {bad} is outside the 64-bit integer range")
+    return np.array(values, dtype=np.int64)
 
 
 def _load_json(path: Path) -> tuple[dict, bytes]:
@@ -53,9 +73,14 @@ def _load_json(path: Path) -> tuple[dict, bytes]:
 
 def _categories(path: Path, doc: dict) -> list[tuple[int, str]]:
     try:
-        cats = sorted((int(c["id"]), str(c["name"])) for c in doc["categories"])
-    except (KeyError, TypeError, ValueError):
+        raw = [(c["id"], c["name"]) for c in doc["categories"]]
+    except (KeyError, TypeError):
         raise PumlcError(f"{path}: malformed 'categories' (each needs an integer 'id' and a 'name')") from None
+    ids = _int_ids(path, "categories", "id", [i for i, _ in raw]).tolist()
+    if any(not isinstance(n, str) or not n.strip() for _, n in raw):
+        bad = next(n for _, n in raw if not isinstance(n, str) or not n.strip())
+        raise PumlcError(f"{path}: 'categories' name must be a non-empty string, got {json.dumps(bad)}")
+    cats = sorted(zip(ids, (n for _, n in raw), strict=True))
     if not cats:
         raise PumlcError(f"{path}: no categories")
     ids = [i for i, _ in cats]
@@ -72,18 +97,22 @@ def _matrix(path: Path, doc: dict, cat_ids: np.ndarray) -> tuple[np.ndarray, np.
     images, anns = doc["images"], doc["annotations"]
     n, c = len(images), len(cat_ids)
     try:
-        img_ids = np.fromiter((im["id"] for im in images), dtype=np.int64, count=n)
-        names = [im["file_name"] for im in images]
-    except (KeyError, TypeError, ValueError):
+        raw_ids = [im["id"] for im in images]
+        raw_names = [im["file_name"] for im in images]
+    except (KeyError, TypeError):
         raise PumlcError(f"{path}: malformed 'images' (each needs an integer 'id' and a 'file_name')") from None
+    img_ids = _int_ids(path, "images", "id", raw_ids)
+    names = [contained_name(name, f"{path}: image id {i}") for i, name in zip(raw_ids, raw_names, strict=True)]
     try:
-        a_img = np.fromiter((a["image_id"] for a in anns), dtype=np.int64, count=len(anns))
-        a_cat = np.fromiter((a["category_id"] for a in anns), dtype=np.int64, count=len(anns))
+        raw_img = [a["image_id"] for a in anns]
+        raw_cat = [a["category_id"] for a in anns]
         crowd = sum(1 for a in anns if a.get("iscrowd"))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, AttributeError):
         raise PumlcError(
             f"{path}: malformed 'annotations' (each needs an integer 'image_id' and 'category_id')"
         ) from None
+    a_img = _int_ids(path, "annotations", "image_id", raw_img)
+    a_cat = _int_ids(path, "annotations", "category_id", raw_cat)
     order = np.argsort(img_ids, kind="stable")
     sorted_ids = img_ids[order]
     if n > 1 and np.any(sorted_ids[1:] == sorted_ids[:-1]):
@@ -130,6 +159,8 @@ def read_coco(
     for part, ann, img_dir in files:
         doc, data = _load_json(ann)
         img_dir = Path(img_dir) if img_dir is not None else default_images_dir(ann)
+        if not doc["images"]:
+            raise PumlcError(f"{ann}: lists no images")
         parsed.append((part, ann, img_dir.resolve(), doc, data))
 
     cats = _categories(parsed[0][1], parsed[0][3])
@@ -143,6 +174,7 @@ def read_coco(
     root = Path(os.path.commonpath([str(d) for d in dirs])) if len(dirs) > 1 else dirs[0]
     images: list[str] = []
     parts, truths, empties, sources = [], [], [], []
+    origins: list[tuple[Path, object]] = []
     info: dict = {
         "reader": "coco",
         "class_source": class_source,
@@ -154,12 +186,14 @@ def read_coco(
         prefix = Path(os.path.relpath(img_dir, root)).as_posix()
         pre = "" if prefix == "." else prefix + "/"
         images.extend(pre + name for name in names)
+        origins.extend((ann, im.get("id")) for im in doc["images"])
         parts.append(np.full(len(names), part, dtype=object))
         truths.append(truth)
         empties.append(empty)
         sources.append(source_record(f"{part}_annotations", ann, data))
         info[f"{part}_crowd_annotations"] = int(crowd)
         info[f"{part}_annotations"] = len(doc["annotations"])
+    refuse_duplicates(images, lambda i: f"{origins[i][0]}: image id {origins[i][1]}")
     return LabelTable(
         classes=[name for _, name in cats],
         images=images,

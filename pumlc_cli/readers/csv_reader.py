@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.readers import LabelTable, read_source, source_record
+from pumlc_cli.readers import (
+    LabelTable,
+    contained_name,
+    read_source,
+    refuse_duplicates,
+    source_record,
+)
 
 
 def parse_class_list(spec: str) -> list[str]:
@@ -49,7 +55,7 @@ def _rows(path: Path, sep: str | None) -> tuple[list[tuple[str, list[str], int]]
     if "image" not in cols or "labels" not in cols:
         raise PumlcError(f"{path}: header must have columns 'image' and 'labels', got {','.join(header)}")
     ci, cl = cols.index("image"), cols.index("labels")
-    out, seen = [], set()
+    out = []
     for line_no, rec in enumerate(reader, start=2):
         if not rec or all(not f.strip() for f in rec):
             continue
@@ -58,9 +64,6 @@ def _rows(path: Path, sep: str | None) -> tuple[list[tuple[str, list[str], int]]
         image = rec[ci].strip()
         if not image:
             raise PumlcError(f"{path}:{line_no}: empty image path")
-        if image in seen:
-            raise PumlcError(f"{path}:{line_no}: image {image!r} is listed twice")
-        seen.add(image)
         field = rec[cl]
         labels = field.split() if sep is None else [s.strip() for s in field.split(sep)]
         out.append((image, [s for s in labels if s], line_no))
@@ -75,6 +78,9 @@ def read_csv_labels(
     root = Path(images).resolve()
     files = [("train", Path(train))] + ([("test", Path(test))] if test is not None else [])
     parsed = [(part, path, *_rows(path, split_sep)) for part, path in files]
+    for _, path, rows, _ in parsed:
+        if not rows:
+            raise PumlcError(f"{path}: lists no images")
     if classes is None:
         given = False
         classes = sorted({lab for _, _, rows, _ in parsed for _, labs, _ in rows for lab in labs})
@@ -83,7 +89,7 @@ def read_csv_labels(
     else:
         given = True
     index = {name: i for i, name in enumerate(classes)}
-    names, part_col, truths, sources = [], [], [], []
+    names, part_col, truths, sources, origins = [], [], [], [], []
     for part, path, rows, data in parsed:
         truth = np.full((len(rows), len(classes)), -1, dtype=np.int8)
         for r, (image, labs, line_no) in enumerate(rows):
@@ -92,16 +98,18 @@ def read_csv_labels(
                 if cls is None:
                     raise PumlcError(f"{path}:{line_no}: unknown class name {lab!r} (not in --classes)")
                 truth[r, cls] = 1
-            rel = Path(image)
-            if rel.is_absolute():
+            where = f"{path}:{line_no}"
+            if Path(image).is_absolute():
                 try:
-                    rel = rel.resolve().relative_to(root)
+                    image = Path(image).resolve().relative_to(root).as_posix()
                 except ValueError:
-                    raise PumlcError(f"{path}:{line_no}: {image} is not under the image folder {root}") from None
-            names.append(rel.as_posix())
+                    raise PumlcError(f"{where}: {image} is not under the image folder {root}") from None
+            names.append(contained_name(image, where))
+            origins.append(where)
         part_col += [part] * len(rows)
         truths.append(truth)
         sources.append(source_record(f"{part}_labels", path, data))
+    refuse_duplicates(names, lambda i: origins[i])
     truth = np.concatenate(truths)
     return LabelTable(
         classes=list(classes),

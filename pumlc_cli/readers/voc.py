@@ -12,14 +12,22 @@ is ignored). `test.txt` is optional (VOC 2012 has none): without it there is no 
 from __future__ import annotations
 
 import hashlib
-import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
+import defusedxml.ElementTree as SafeET
 import numpy as np
+from defusedxml import DefusedXmlException
 
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.meta import voc_classes
-from pumlc_cli.readers import LabelTable, read_source, source_record
+from pumlc_cli.readers import (
+    LabelTable,
+    contained_name,
+    read_source,
+    refuse_duplicates,
+    source_record,
+)
 
 DIFFICULT_POLICIES = ("ignore", "negative", "positive")
 
@@ -31,18 +39,28 @@ def _image_set(path: Path) -> list[str]:
     except UnicodeDecodeError:
         raise PumlcError(f"{path}: not a text file") from None
     ids = [line.split()[0] for line in text.splitlines() if line.strip()]
-    if len(set(ids)) != len(ids):
-        raise PumlcError(f"{path}: an image id is listed twice")
+    if not ids:
+        raise PumlcError(f"{path}: lists no images")
+    seen: dict[str, int] = {}
+    for line, image_id in enumerate(ids, start=1):
+        contained_name(image_id, f"{path}:{line}")
+        if "/" in image_id:
+            raise PumlcError(f"{path}:{line}: image id {image_id!r} must be a plain name")
+        if seen.setdefault(image_id, line) != line:
+            raise PumlcError(f"{path}:{line}: image id {image_id!r} is listed twice (also line {seen[image_id]})")
     return ids
 
 
 def _parse_xml(path: Path, index: dict[str, int]) -> tuple[str | None, list[tuple[int, bool]], bytes]:
     """(filename from the XML or None, [(class index, difficult)], raw bytes)."""
     data = read_source(path, "VOC annotation")
+    # defusedxml refuses entity declarations and external references whatever the installed expat's limits.
     try:
-        root = ET.fromstring(data)
-    except ET.ParseError as err:
+        root = SafeET.fromstring(data)
+    except ParseError as err:
         raise PumlcError(f"{path}: malformed XML ({err})") from None
+    except DefusedXmlException as err:
+        raise PumlcError(f"{path}: refused XML ({err.__class__.__name__}: entities and DTDs are not allowed)") from None
     objects = []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
@@ -53,6 +71,8 @@ def _parse_xml(path: Path, index: dict[str, int]) -> tuple[str | None, list[tupl
             raise PumlcError(f"{path}: 'difficult' must be 0 or 1, got {diff!r}")
         objects.append((index[name], diff == "1"))
     filename = (root.findtext("filename") or "").strip() or None
+    if filename is not None:
+        filename = contained_name(filename, f"{path}: <filename>")
     return filename, objects, data
 
 
@@ -74,6 +94,7 @@ def read_voc(root: Path, difficult: str = "ignore") -> LabelTable:
     part_col: list[str] = []
     rows, sources = [], []
     diff_pos = {"ignore": 0, "negative": -1, "positive": 1}[difficult]
+    origins: list[str] = []
     n_difficult_only = 0
     xml_digest = hashlib.sha256()
     for part, set_file in parts:
@@ -99,6 +120,7 @@ def read_voc(root: Path, difficult: str = "ignore") -> LabelTable:
             row[only_hard] = diff_pos
             rows.append((row, not objects))
             images.append(f"JPEGImages/{filename or image_id + '.jpg'}")
+            origins.append(f"{xml_path} (listed in {set_file.name})")
             part_col.append(part)
     sources.append(
         {
@@ -108,6 +130,7 @@ def read_voc(root: Path, difficult: str = "ignore") -> LabelTable:
             "digest_of": "lines '<id>.xml <sha256 of the file>' for every image read, in image-set order",
         }
     )
+    refuse_duplicates(images, lambda i: origins[i])
     truth = np.stack([r for r, _ in rows]) if rows else np.zeros((0, len(classes)), np.int8)
     return LabelTable(
         classes=classes,
