@@ -19,8 +19,8 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach every sub-command; each module only defines Typer functions and defers heavy imports."""
+    from pumlc_cli.commands import audit, predict, prepare, relabel, stats, synth, train
     from pumlc_cli.commands import eval as eval_cmd
-    from pumlc_cli.commands import predict, prepare, stats, synth, train
 
     app.add_typer(prepare.app, name="prepare")
     app.command("stats")(stats.stats)
@@ -28,6 +28,8 @@ def _register() -> None:
     app.command("train")(train.train)
     app.command("eval")(eval_cmd.eval_command)
     app.command("predict")(predict.predict)
+    app.command("audit")(audit.audit)
+    app.command("relabel")(relabel.relabel)
 
 
 _register()

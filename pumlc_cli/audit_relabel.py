@@ -1,0 +1,160 @@
+"""`pumlc relabel`: a new prepared folder whose observed labels take accepted audit suggestions.
+
+Accepted missing positives become observed positives; accepted wrong positives become unknown (not negative: the
+audit says the label is doubtful, not that the class is absent). The truth columns and the test split are never
+changed, so a model trained on the new folder is judged on the same test labels as before. The step is appended to
+the manifest's label steps (`corruptions`, which `pumlc stats` lists) with the audit file's sha256 and the counts
+per class.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pumlc_cli.errors import PumlcError
+
+REQUIRED = ("kind", "rank", "image", "split", "class", "score", "observed")
+NEW_VALUE = {"missing": 1, "wrong": 0}
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    kind: str
+    rank: int
+    row: int  # row of the prepared folder's table
+    col: int  # class index
+    score: float
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which suggestions to accept: kinds, the top K of each kind, a score floor, a class subset."""
+
+    kinds: tuple[str, ...]
+    accept_top: int | None
+    min_score: float | None
+    classes: tuple[str, ...] = ()
+
+
+def read_suggestions(path: Path, prepared) -> list[Suggestion]:
+    """Rows of an audit CSV, checked against the prepared folder; a mismatch names the line and stops."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PumlcError(f"{path}: cannot read ({err.strerror})") from None
+    reader = csv.DictReader(text.splitlines())
+    missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    if missing:
+        raise PumlcError(f"{path}: not an audit CSV (missing columns {', '.join(missing)})")
+    frame = prepared.frame
+    where = {(img, split): i for i, (img, split) in enumerate(zip(frame["image"], frame["split"], strict=True))}
+    class_index = {c: j for j, c in enumerate(prepared.classes)}
+    observed = frame[[f"observed:{c}" for c in prepared.classes]].to_numpy(dtype=np.int8)
+    out: list[Suggestion] = []
+    seen: set[tuple[int, int]] = set()
+    for line, rec in enumerate(reader, start=2):
+        at = f"{path}: line {line}"
+        kind, split, image, name = rec["kind"], rec["split"], rec["image"], rec["class"]
+        if kind not in NEW_VALUE:
+            raise PumlcError(f"{at}: kind {kind!r} is not missing or wrong")
+        if split not in ("train", "val"):
+            raise PumlcError(f"{at}: split {split!r} cannot be relabelled (only train and val)")
+        if (image, split) not in where:
+            raise PumlcError(f"{at}: image {image!r} is not in the {split} split of {prepared.path}")
+        if name not in class_index:
+            raise PumlcError(f"{at}: class {name!r} is not a class of {prepared.path}")
+        try:
+            rank, score, obs = int(rec["rank"]), float(rec["score"]), int(rec["observed"])
+        except ValueError:
+            raise PumlcError(f"{at}: rank, score and observed must be numbers") from None
+        row, col = where[(image, split)], class_index[name]
+        if observed[row, col] != obs:
+            raise PumlcError(
+                f"{at}: {image} / {name} is observed {observed[row, col]} here but {obs} in the audit "
+                "(the audit was made on other labels)"
+            )
+        if (row, col) in seen:
+            raise PumlcError(f"{at}: {image} / {name} is listed twice")
+        seen.add((row, col))
+        out.append(Suggestion(kind, rank, row, col, score))
+    return out
+
+
+def select(suggestions: list[Suggestion], sel: Selection, classes: list[str]) -> list[Suggestion]:
+    """The accepted suggestions: wanted kind and class, score ≥ min_score, then the best `accept_top` per kind."""
+    unknown = [c for c in sel.classes if c not in classes]
+    if unknown:
+        raise PumlcError(f"--classes: {', '.join(unknown)} not among the classes ({', '.join(classes[:8])}, …)")
+    wanted = {classes.index(c) for c in sel.classes} if sel.classes else set(range(len(classes)))
+    accepted: list[Suggestion] = []
+    for kind in sel.kinds:
+        rows = [s for s in suggestions if s.kind == kind and s.col in wanted]
+        if sel.min_score is not None:
+            rows = [s for s in rows if s.score >= sel.min_score]
+        rows.sort(key=lambda s: s.rank)
+        accepted += rows[: sel.accept_top] if sel.accept_top is not None else rows
+    return accepted
+
+
+def relabel(prepared, audit_csv: Path, out: Path, sel: Selection, force: bool = False) -> dict:
+    """Write the relabelled folder (atomically, beside `out`) and return its manifest."""
+    import pyarrow as pa
+
+    from pumlc_cli.prepared import write_prepared
+
+    if sel.accept_top is None and sel.min_score is None:
+        raise PumlcError("pass --accept-top K or --min-score S (which suggestions to accept)")
+    if Path(out).resolve() == Path(prepared.path).resolve():
+        raise PumlcError(f"{out}: is the source folder; relabel writes a new one")
+    accepted = select(read_suggestions(audit_csv, prepared), sel, list(prepared.classes))
+    frame = prepared.frame.copy()
+    counts: dict[str, dict[str, int]] = {}
+    for s in accepted:
+        name = prepared.classes[s.col]
+        frame.iloc[s.row, frame.columns.get_loc(f"observed:{name}")] = np.int8(NEW_VALUE[s.kind])
+        entry = counts.setdefault(name, {"added_positives": 0, "removed_positives": 0})
+        entry["added_positives" if s.kind == "missing" else "removed_positives"] += 1
+    manifest = json.loads(json.dumps(prepared.manifest))
+    manifest.setdefault("corruptions", []).append(
+        {
+            "step": "relabel",
+            "source": str(prepared.path),
+            "source_manifest_sha256": prepared.manifest_hash,
+            "audit_file": str(audit_csv),
+            "audit_sha256": hashlib.sha256(Path(audit_csv).read_bytes()).hexdigest(),
+            "kinds": list(sel.kinds),
+            "accept_top": sel.accept_top,
+            "min_score": sel.min_score,
+            "classes": list(sel.classes) or None,
+            "accepted": len(accepted),
+            "per_class": dict(sorted(counts.items())),
+        }
+    )
+    cache = manifest.get("image_cache")
+    populate = None
+    if cache:
+        source_cache = Path(prepared.path) / cache["dir"]
+
+        def populate(tmp: Path) -> None:
+            shutil.copytree(source_cache, tmp / cache["dir"], copy_function=_link_or_copy)
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_prepared(Path(out), table, manifest, force=force, populate=populate)
+    return manifest
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard links share the cached JPEGs without doubling the disk use; copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

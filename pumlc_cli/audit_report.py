@@ -1,0 +1,190 @@
+"""What `pumlc audit` writes: the suggestion list (CSV/JSON), per-class estimates, the truth check, tables, a plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pumlc_cli.audit import KINDS, Audit, truth_report
+
+CSV_COLUMNS = ("kind", "rank", "image", "split", "class", "score", "prob", "observed")
+
+
+def suggestions(audit: Audit, images: list[str], splits: list[str], classes: list[str], floor: float) -> list[dict]:
+    """Every suspected entry with calibrated score ≥ `floor`, missing positives first, each kind by rank."""
+    out: list[dict] = []
+    for kind in KINDS:
+        rows, cols = audit.ranking(kind)
+        for rank, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True), start=1):
+            score = float(audit.suspicion[i, j])
+            if not score >= floor:  # NaN (class without observed positives) is never listed
+                continue
+            out.append(
+                {
+                    "kind": kind,
+                    "rank": rank,
+                    "image": images[i],
+                    "split": splits[i],
+                    "class": classes[j],
+                    "score": round(score, 6),
+                    "prob": round(float(audit.probs[i, j]), 6),
+                    "observed": int(audit.observed[i, j]),
+                }
+            )
+    return out
+
+
+def build_report(
+    audit: Audit,
+    images: list[str],
+    splits: list[str],
+    classes: list[str],
+    truth: np.ndarray | None,
+    *,
+    floor: float,
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON document: where the scores came from, per-class estimates, suggestions, and the truth check."""
+    per_class = []
+    for name, est in zip(classes, audit.classes, strict=True):
+        per_class.append(
+            {
+                "class": name,
+                "observed_positives": est.observed_positives,
+                "candidates": est.candidates,
+                "est_true_positives": _num(est.est_true_positives),
+                "est_missing_positives": _num(est.est_missing),
+                "est_missing_rate": _num(est.est_missing_rate),
+                "est_wrong_rate": _num(est.wrong_share),
+            }
+        )
+    report: dict[str, Any] = {
+        **source,
+        "n_images": len(images),
+        "floor": floor,
+        "per_class": per_class,
+        "suggestions": suggestions(audit, images, splits, classes, floor),
+        "truth": None,
+    }
+    if truth is not None:
+        report["truth"] = _clean(truth_report(audit, truth, classes))
+    return report
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def render(report: dict[str, Any], top: int) -> None:
+    """Top suggestions of each kind, per-class estimates, and (with a truth) how good the ranking is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for kind, title in (("missing", "suspected missing positives"), ("wrong", "suspected wrong positives")):
+        rows = [r for r in report["suggestions"] if r["kind"] == kind][:top]
+        table = Table(title=f"{title} (top {top}, score ≥ {report['floor']:g})", header_style="bold")
+        for col in ("rank", "image", "class", "score", "prob", "obs"):
+            table.add_column(col, justify="left" if col in {"image", "class"} else "right", overflow="fold")
+        for r in rows:
+            table.add_row(str(r["rank"]), r["image"], r["class"], f"{r['score']:.3f}", f"{r['prob']:.3f}", _obs(r))
+        if rows:
+            console.print(table)
+        else:
+            console.print(f"no {title} with score ≥ {report['floor']:g}")
+    truth = report["truth"]
+    true_rates = {r["class"]: r["true_missing_rate"] for r in truth["per_class"]} if truth else {}
+    per_class = Table(title=f"per class ({report['split']}, estimated from scores)", header_style="bold")
+    cols = ["class", "obs+", "est. true+", "est. missing", "missing rate", "wrong rate"]
+    cols += ["true rate"] if truth else []
+    for col in cols:
+        per_class.add_column(col, justify="left" if col == "class" else "right")
+    for r in report["per_class"]:
+        cells = [
+            r["class"],
+            str(r["observed_positives"]),
+            _f(r["est_true_positives"], 0),
+            _f(r["est_missing_positives"], 0),
+            _pct(r["est_missing_rate"]),
+            _pct(r["est_wrong_rate"]),
+        ]
+        per_class.add_row(*cells, *([_pct(true_rates.get(r["class"]))] if truth else []))
+    console.print(per_class)
+    if truth:
+        check = Table(title="ranking against the truth kept by the corruption", header_style="bold")
+        for col in ("kind", "k", "precision@k", "recall@k"):
+            check.add_column(col, justify="left" if col == "kind" else "right")
+        for kind in KINDS:
+            if kind not in truth:
+                continue
+            for at in truth[kind]["at"].values():
+                check.add_row(kind, str(at["k"]), _pct(at["precision"]), _pct(at["recall"]))
+            check.add_row(kind, "AP", _pct(truth[kind]["ap"]), "", end_section=True)
+        console.print(check)
+        console.print(f"missing-rate error per class (MAE): {_pct(truth['missing_rate_mae'])}")
+
+
+def plot_audit(path: Path, report: dict[str, Any]) -> None:
+    """Per class: estimated missing-positive and wrong-positive rates (and the true missing rate when known)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pumlc_cli.atomic import atomic_path
+
+    rows = report["per_class"]
+    names = [r["class"] for r in rows]
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(9, max(3.5, 0.22 * len(rows))))
+    series = [("est. missing rate", "est_missing_rate", -0.27), ("est. wrong rate", "est_wrong_rate", 0.0)]
+    for label, key, dy in series:
+        ax.barh(y + dy, [100 * (r[key] or 0) for r in rows], height=0.27, label=label)
+    if report["truth"]:
+        true = [100 * (r["true_missing_rate"] or 0) for r in report["truth"]["per_class"]]
+        ax.barh(y + 0.27, true, height=0.27, label="true missing rate")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of the class's positives")
+    ax.set_title(f"label audit ({report['split']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=(path.suffix.lstrip(".") or "png"))
+    plt.close(fig)
+
+
+def _obs(row: dict) -> str:
+    return {1: "+", -1: "−", 0: "?"}[row["observed"]]
+
+
+def _num(value: float) -> float | None:
+    return None if not math.isfinite(value) else round(float(value), 6)
+
+
+def _clean(value: Any) -> Any:
+    """NaN → None, recursively (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, float):
+        return _num(value)
+    return value
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _f(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,201 @@
+"""`pumlc audit CKPT`: rank the probably missing and wrong labels of a prepared split, estimate them per class."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from pumlc_cli.errors import PumlcError
+
+Split = Literal["train", "val", "all"]
+AUDITED = {"train": ("train",), "val": ("val",), "all": ("train", "val")}
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """Everything `audit` needs, so a torchrun re-launch can repeat it exactly."""
+
+    ckpt: Path
+    data: Path | None
+    split: str
+    top: int
+    floor: float
+    csv_file: Path | None
+    json_file: Path | None
+    plot: Path | None
+    folds: int
+    folds_dir: Path | None
+    train_args: str
+    seed: int
+    batch_size: int
+    workers: int
+    device: str
+    gpus: int
+    nproc: int
+
+    def argv(self) -> list[str]:
+        """The command line that repeats these options under torchrun (which adds the resolved --device)."""
+        args = [str(self.ckpt), "--split", self.split, "--top", str(self.top), "--floor", str(self.floor)]
+        for flag, value in (
+            ("--data", self.data),
+            ("--csv", self.csv_file),
+            ("--json", self.json_file),
+            ("--plot", self.plot),
+            ("--folds-dir", self.folds_dir),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        args += ["--folds", str(self.folds), "--train-args", self.train_args, "--seed", str(self.seed)]
+        return args + ["--batch-size", str(self.batch_size), "--workers", str(self.workers)]
+
+
+def audit(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint or run folder (its best.pt).")],
+    data: Annotated[Path | None, typer.Option(help="Prepared folder; default: the one the run trained on.")] = None,
+    split: Annotated[Split, typer.Option(help="train, val or all (= train + val; test is never audited).")] = "train",
+    top: Annotated[int, typer.Option(min=0, help="Suggestions of each kind shown in the tables.")] = 10,
+    floor: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="--csv/--json keep suggestions with score ≥ this.")
+    ] = 0.1,
+    csv_file: Annotated[Path | None, typer.Option("--csv", help="Every suggestion above the floor, ranked.")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="The whole report ('-': stdout only).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG of the per-class estimated rates.")] = None,
+    folds: Annotated[int, typer.Option(min=0, help="Cross-fit K models on K−1 folds of train each (0: off).")] = 0,
+    folds_dir: Annotated[
+        Path | None, typer.Option(help="Where fold data and runs go (default: RUN/audit-folds<K>).")
+    ] = None,
+    train_args: Annotated[
+        str, typer.Option(help="Extra `pumlc train` flags for the fold models (after the run's config.json).")
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch per process.")] = 64,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading workers.")] = min(8, os.cpu_count() or 1),
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="cuda, cpu or auto.")] = "auto",
+    gpus: Annotated[int, typer.Option(min=1, help="Shard scoring across this many GPUs (torchrun).")] = 1,
+    nproc: Annotated[int, typer.Option(min=1, help="Shard scoring across this many CPU processes (gloo).")] = 1,
+) -> None:
+    """Rank suspected missing positives (unknown/negative, high score) and wrong positives (positive, low score)."""
+    opts = AuditOptions(
+        ckpt, data, split, top, floor, csv_file, json_file, plot, folds, folds_dir, train_args, seed,
+        batch_size, workers, device, gpus, nproc,
+    )  # fmt: skip
+    run_audit(opts)
+
+
+def run_audit(opts: AuditOptions) -> None:
+    import torch
+
+    from pumlc_cli import load_prepared
+    from pumlc_cli.audit_folds import plan_folds, train_folds
+    from pumlc_cli.checkpoint import check_classes, load_checkpoint, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(opts.ckpt)
+    payload = load_checkpoint(ckpt)
+    data = opts.data or Path(payload["config"]["data"])
+    prepared = load_prepared(data)
+    check_classes(payload, list(prepared.classes), ckpt, data)
+    plan = None
+    if opts.folds:
+        if opts.split != "train":
+            raise PumlcError("--folds cross-fits the train split; use --split train")
+        config = ckpt.parent / "config.json"
+        if not config.is_file() and not opts.train_args:
+            raise PumlcError(f"{config}: missing; --folds needs the run's config.json or --train-args")
+        plan = plan_folds(prepared, opts.folds_dir or ckpt.parent / f"audit-folds{opts.folds}", opts.folds, opts.seed)
+        if "LOCAL_RANK" not in os.environ:
+            train_folds(prepared, plan, config if config.is_file() else None, opts.train_args)
+    kind = opts.device if opts.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    procs = opts.gpus if kind == "cuda" else opts.nproc
+    if procs > 1 and "LOCAL_RANK" not in os.environ:
+        raise typer.Exit(_relaunch(procs, opts, kind))
+    _score_and_report(opts, ckpt, payload, prepared, plan, kind)
+
+
+def _score_and_report(opts: AuditOptions, ckpt: Path, payload: dict, prepared, plan, kind: str) -> None:
+    import numpy as np
+    import torch
+
+    from pumlc_cli import dist
+    from pumlc_cli.atomic import write_text_atomic
+    from pumlc_cli.audit import audit_scores
+    from pumlc_cli.audit_folds import ScoreOptions, score_folds, score_images
+    from pumlc_cli.audit_report import build_report, csv_text, plot_audit, render
+    from pumlc_cli.evaluate import selected_weights
+
+    parts = [(name, prepared.split_data(name)) for name in AUDITED[opts.split]]
+    images = [img for _, part in parts for img in part.images]
+    if not images:
+        raise PumlcError(f"{prepared.path}: split {opts.split!r} has no images")
+    splits = [name for name, part in parts for _ in part.images]
+    observed = np.concatenate([part.observed for _, part in parts])
+    truth = np.concatenate([part.truth for _, part in parts])
+    info = dist.setup(kind)
+    try:
+        amp = "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "none"
+        score_opts = ScoreOptions(opts.batch_size, opts.workers, amp, show_progress=opts.json_file != Path("-"))
+        if plan is not None:
+            probs = score_folds(prepared, plan, info, score_opts)
+        else:
+            probs = score_images(payload, prepared.image_root, images, info, score_opts)
+    finally:
+        dist.teardown(info)
+    if not info.is_main:
+        return
+    source = {
+        "checkpoint": str(ckpt),
+        "data": str(prepared.path),
+        "split": opts.split,
+        "weights": selected_weights(payload),
+        "folds": opts.folds,
+        "folds_dir": str(plan.root) if plan else None,
+    }
+    differs = not np.array_equal(truth, observed)
+    result = audit_scores(probs, observed)
+    report = build_report(
+        result, images, splits, list(prepared.classes), truth if differs else None, floor=opts.floor, source=source
+    )
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    if opts.json_file == Path("-"):
+        typer.echo(text, nl=False)
+    else:
+        if plan is None and opts.split in ("train", "all"):
+            typer.echo(
+                "note: the model trained on these images, so hidden positives there score low; "
+                "--folds K scores each image with a model that did not see it",
+                err=True,
+            )
+        render(report, opts.top)
+        if opts.json_file:
+            write_text_atomic(opts.json_file, text)
+    if opts.csv_file:
+        write_text_atomic(opts.csv_file, csv_text(report["suggestions"]))
+    if opts.plot:
+        plot_audit(opts.plot, report)
+
+
+def _relaunch(procs: int, opts: AuditOptions, kind: str) -> int:
+    from pumlc_cli.launch import free_port
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={procs}",
+        "--nnodes=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "pumlc_cli",
+        "audit",
+        *opts.argv(),
+        "--device",
+        kind,
+    ]
+    return subprocess.call(cmd)

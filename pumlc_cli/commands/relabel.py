@@ -1,0 +1,43 @@
+"""`pumlc relabel PREPARED --from AUDIT.csv --out NEW`: accept audit suggestions into a new prepared folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+Kind = Literal["missing", "wrong", "all"]
+
+
+def relabel(
+    data: Annotated[Path, typer.Argument(help="Prepared folder the audit was made on.")],
+    audit_csv: Annotated[Path, typer.Option("--from", help="CSV written by `pumlc audit --csv`.")],
+    out: Annotated[Path, typer.Option(help="New prepared folder.")],
+    accept_top: Annotated[int | None, typer.Option(min=0, help="Accept the K best suggestions of each kind.")] = None,
+    min_score: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Accept suggestions with score ≥ S (est. precision).")
+    ] = None,
+    kind: Annotated[Kind, typer.Option(help="missing (→ positive), wrong (→ unknown) or all.")] = "missing",
+    classes: Annotated[list[str] | None, typer.Option("--classes", help="Only these classes (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+) -> None:
+    """Observed labels take the accepted suggestions; truth and the test split stay as they were."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pumlc_cli.audit_relabel import Selection
+    from pumlc_cli.audit_relabel import relabel as do_relabel
+    from pumlc_cli.prepared import load_prepared
+
+    kinds = ("missing", "wrong") if kind == "all" else (kind,)
+    names = tuple(c for item in classes or [] for c in item.split(",") if c)
+    manifest = do_relabel(load_prepared(data), audit_csv, out, Selection(kinds, accept_top, min_score, names), force)
+    step = manifest["corruptions"][-1]
+    table = Table(title=f"relabelled {out}: {step['accepted']} suggestion(s) accepted", header_style="bold")
+    for col in ("class", "added +", "removed +"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, counts in step["per_class"].items():
+        table.add_row(name, str(counts["added_positives"]), str(counts["removed_positives"]))
+    Console().print(table)
+    typer.echo(f"next: pumlc stats {out}   (then train on it; the test split is unchanged)")
