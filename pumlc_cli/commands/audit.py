@@ -39,6 +39,7 @@ class AuditOptions:
     device: str
     gpus: int
     nproc: int
+    force: bool = False
 
     def argv(self) -> list[str]:
         """The command line that repeats these options under torchrun (which adds the resolved --device)."""
@@ -53,6 +54,7 @@ class AuditOptions:
             if value is not None:
                 args += [flag, str(value)]
         args += ["--folds", str(self.folds), "--train-args", self.train_args, "--seed", str(self.seed)]
+        args += ["--force"] if self.force else []
         return args + ["--batch-size", str(self.batch_size), "--workers", str(self.workers)]
 
 
@@ -80,11 +82,12 @@ def audit(
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="cuda, cpu or auto.")] = "auto",
     gpus: Annotated[int, typer.Option(min=1, help="Shard scoring across this many GPUs (torchrun).")] = 1,
     nproc: Annotated[int, typer.Option(min=1, help="Shard scoring across this many CPU processes (gloo).")] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing --csv/--json/--plot files.")] = False,
 ) -> None:
     """Rank suspected missing positives (unknown/negative, high score) and wrong positives (positive, low score)."""
     opts = AuditOptions(
         ckpt, data, split, top, floor, csv_file, json_file, plot, folds, folds_dir, train_args, seed,
-        batch_size, workers, device, gpus, nproc,
+        batch_size, workers, device, gpus, nproc, force,
     )  # fmt: skip
     run_audit(opts)
 
@@ -99,6 +102,7 @@ def run_audit(opts: AuditOptions) -> None:
     ckpt = resolve_checkpoint(opts.ckpt)
     payload = load_checkpoint(ckpt)
     data = opts.data or Path(payload["config"]["data"])
+    outputs = _check_outputs(opts, [ckpt, data, opts.folds_dir])
     prepared = load_prepared(data)
     check_classes(payload, list(prepared.classes), ckpt, data)
     plan = None
@@ -115,10 +119,22 @@ def run_audit(opts: AuditOptions) -> None:
     procs = opts.gpus if kind == "cuda" else opts.nproc
     if procs > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(_relaunch(procs, opts, kind))
-    _score_and_report(opts, ckpt, payload, prepared, plan, kind)
+    _score_and_report(opts, outputs, ckpt, payload, prepared, plan, kind)
 
 
-def _score_and_report(opts: AuditOptions, ckpt: Path, payload: dict, prepared, plan, kind: str) -> None:
+def _check_outputs(opts: AuditOptions, inputs: list) -> dict[str, Path | None]:
+    """Every report path is checked before any training or scoring (h9's rules in `pumlc_cli.outputs`)."""
+    from pumlc_cli.outputs import check_distinct, check_output_file
+
+    given = {"--csv": opts.csv_file, "--json": opts.json_file, "--plot": opts.plot}
+    outputs = {flag: check_output_file(path, flag, inputs=inputs, force=opts.force) for flag, path in given.items()}
+    check_distinct(outputs)
+    return outputs
+
+
+def _score_and_report(
+    opts: AuditOptions, outputs: dict[str, Path | None], ckpt: Path, payload: dict, prepared, plan, kind: str
+) -> None:
     import numpy as np
     import torch
 
@@ -172,12 +188,12 @@ def _score_and_report(opts: AuditOptions, ckpt: Path, payload: dict, prepared, p
                 err=True,
             )
         render(report, opts.top)
-        if opts.json_file:
-            write_text_atomic(opts.json_file, text)
-    if opts.csv_file:
-        write_text_atomic(opts.csv_file, csv_text(report["suggestions"]))
-    if opts.plot:
-        plot_audit(opts.plot, report)
+        if outputs["--json"]:
+            write_text_atomic(outputs["--json"], text)
+    if outputs["--csv"]:
+        write_text_atomic(outputs["--csv"], csv_text(report["suggestions"]))
+    if outputs["--plot"]:
+        plot_audit(outputs["--plot"], report)
 
 
 def _relaunch(procs: int, opts: AuditOptions, kind: str) -> int:

@@ -28,11 +28,15 @@ def relabel(
 
     from pumlc_cli.audit_relabel import Selection
     from pumlc_cli.audit_relabel import relabel as do_relabel
+    from pumlc_cli.outputs import check_output_folder, claim
     from pumlc_cli.prepared import load_prepared
 
     kinds = ("missing", "wrong") if kind == "all" else (kind,)
     names = tuple(c for item in classes or [] for c in item.split(",") if c)
-    manifest = do_relabel(load_prepared(data), audit_csv, out, Selection(kinds, accept_top, min_score, names), force)
+    target = check_output_folder(out, "--out", inputs=[data, audit_csv])
+    prepared = load_prepared(data)
+    with claim(target, "pumlc relabel"):
+        manifest = do_relabel(prepared, audit_csv, target, Selection(kinds, accept_top, min_score, names), force)
     step = manifest["corruptions"][-1]
     table = Table(title=f"relabelled {out}: {step['accepted']} suggestion(s) accepted", header_style="bold")
     for col in ("class", "added +", "removed +"):

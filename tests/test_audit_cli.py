@@ -1,0 +1,150 @@
+"""`pumlc audit` and `pumlc relabel` on a small trained checkpoint: reports, round-trip, folds, bad input."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pumlc_cli import load_prepared
+from pumlc_cli.audit_folds import assign_folds, plan_folds, write_fold_data
+from tests.helpers import run_cli, train_args
+
+FAST = ("--device", "cpu", "--workers", "0")
+
+
+@pytest.fixture(scope="module")
+def trained(synth_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("audit") / "run"
+    run_cli(*train_args(synth_prepared, run, loss="pu", epochs=1))
+    return run
+
+
+@pytest.fixture(scope="module")
+def audited(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("audit-out")
+    done = run_cli("audit", trained, "--csv", out / "a.csv", "--json", out / "a.json", "--plot", out / "a.png", *FAST)
+    assert "suspected missing positives" in done.stdout and "per class" in done.stdout
+    return out, json.loads((out / "a.json").read_text())
+
+
+def test_audit_report_lists_candidates_in_rank_order(audited, synth_prepared: Path) -> None:
+    out, report = audited
+    prepared = load_prepared(synth_prepared)
+    train = prepared.split_data("train")
+    assert report["n_images"] == len(train.images)
+    assert [r["class"] for r in report["per_class"]] == prepared.classes
+    rows = list(csv.DictReader((out / "a.csv").open()))
+    assert len(rows) == len(report["suggestions"]) > 0
+    where = {img: i for i, img in enumerate(train.images)}
+    col = {c: j for j, c in enumerate(prepared.classes)}
+    for kind in ("missing", "wrong"):
+        mine = [r for r in rows if r["kind"] == kind]
+        ranks = [int(r["rank"]) for r in mine]
+        assert ranks == sorted(ranks)
+        for r in mine:
+            obs = train.observed[where[r["image"]], col[r["class"]]]
+            assert int(r["observed"]) == obs and (obs == 1) == (kind == "wrong")
+            assert float(r["score"]) >= report["floor"]
+    # --partial 0.5 hid labels, so the truth check is there, with k = 100, 1000 and 10% of the hidden positives.
+    hidden = int(((train.truth == 1) & (train.observed != 1)).sum())
+    assert report["truth"]["missing"]["relevant"] == hidden
+    assert {int(k) for k in report["truth"]["missing"]["at"]} == {100, 1000, max(1, round(0.1 * hidden))}
+    assert 0.0 <= report["truth"]["missing"]["ap"] <= 1.0
+    assert (out / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_relabel_round_trip(audited, synth_prepared: Path, tmp_path: Path) -> None:
+    out, report = audited
+    new = tmp_path / "relabelled"
+    run_cli("relabel", synth_prepared, "--from", out / "a.csv", "--out", new, "--accept-top", "25")
+    old, fresh = load_prepared(synth_prepared), load_prepared(new)
+    accepted = [s for s in report["suggestions"] if s["kind"] == "missing"][:25]
+    before, after = old.split_data("train"), fresh.split_data("train")
+    col = {c: j for j, c in enumerate(old.classes)}
+    expected = before.observed.copy()
+    for s in accepted:
+        expected[before.images.index(s["image"]), col[s["class"]]] = 1
+    np.testing.assert_array_equal(after.observed, expected)
+    np.testing.assert_array_equal(after.truth, before.truth)
+    for split in ("val", "test"):  # only suggestions of the audited split; the test split is untouched
+        assert old.split_data(split).images == fresh.split_data(split).images
+        np.testing.assert_array_equal(old.split_data(split).observed, fresh.split_data(split).observed)
+    step = fresh.manifest["corruptions"][-1]
+    assert step["step"] == "relabel" and step["accepted"] == 25
+    assert step["audit_sha256"] == hashlib.sha256((out / "a.csv").read_bytes()).hexdigest()
+    assert sum(c["added_positives"] for c in step["per_class"].values()) == 25
+    stats = json.loads(run_cli("stats", new, "--json", "-").stdout)
+    old_stats = json.loads(run_cli("stats", synth_prepared, "--json", "-").stdout)
+    gained = sum(r["observed_positives"] for r in stats["per_class"]) - sum(
+        r["observed_positives"] for r in old_stats["per_class"]
+    )
+    assert gained == 25 and stats["corruptions"][-1] == "relabel"
+
+
+def test_folds_are_disjoint_and_cover_the_split(synth_prepared: Path, tmp_path: Path) -> None:
+    fold = assign_folds(101, 4, seed=3)
+    assert sorted(np.bincount(fold).tolist()) == [25, 25, 25, 26]
+    assert not np.array_equal(fold, assign_folds(101, 4, seed=4))
+    prepared = load_prepared(synth_prepared)
+    plan = plan_folds(prepared, tmp_path / "folds", 3, seed=0)
+    train = set(prepared.split_data("train").images)
+    held_out = []
+    for k in range(3):
+        write_fold_data(prepared, plan, k)
+        kept = set(load_prepared(plan.data(k)).split_data("train").images)
+        held_out.append(train - kept)
+        assert kept <= train
+        assert load_prepared(plan.data(k)).split_data("val").images == prepared.split_data("val").images
+    assert set().union(*held_out) == train
+    assert sum(len(h) for h in held_out) == len(train)  # disjoint
+
+
+def test_cross_fitted_audit_is_resumable(trained: Path, tmp_path: Path) -> None:
+    folds = tmp_path / "folds"
+    first = tmp_path / "one.json"
+    run_cli("audit", trained, "--folds", "2", "--folds-dir", folds, "--json", first, *FAST)
+    stamps = [(folds / f"fold{k}" / "run" / "best.pt").stat().st_mtime_ns for k in range(2)]
+    second = tmp_path / "two.json"
+    run_cli("audit", trained, "--folds", "2", "--folds-dir", folds, "--json", second, *FAST)
+    assert [(folds / f"fold{k}" / "run" / "best.pt").stat().st_mtime_ns for k in range(2)] == stamps
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    assert a["suggestions"] == b["suggestions"] and a["folds"] == 2
+    refused = run_cli("audit", trained, "--folds", "3", "--folds-dir", folds, *FAST, check=False)
+    assert refused.returncode == 2 and "another --folds-dir" in refused.stderr
+
+
+def _one_line(done) -> str:
+    assert done.returncode == 2
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pumlc: error: "), done.stderr
+    return lines[0]
+
+
+def test_bad_input_gives_one_line_and_writes_nothing(audited, trained, synth_prepared, tmp_path: Path) -> None:
+    out, _ = audited
+    other = tmp_path / "other"
+    (tmp_path / "img").mkdir()
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / f"{name}.jpg")
+    (tmp_path / "train.csv").write_text("image,labels\na.jpg,cat\nb.jpg,dog\nc.jpg,cat dog\n")
+    run_cli("prepare", "csv", "--train", tmp_path / "train.csv", "--images", tmp_path / "img", "--out", other)
+    line = _one_line(run_cli("audit", trained, "--data", other, "--json", tmp_path / "x.json", *FAST, check=False))
+    assert "classes" in line and not (tmp_path / "x.json").exists()
+
+    rows = list(csv.DictReader((out / "a.csv").open()))
+    for field, value, expect in (("image", "nowhere.jpg", "not in the train split"), ("class", "unicorn", "class")):
+        bad = tmp_path / f"bad-{field}.csv"
+        with bad.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows([rows[0], {**rows[1], field: value}])
+        new = tmp_path / f"new-{field}"
+        args = ("relabel", synth_prepared, "--from", bad, "--out", new, "--accept-top", "5")
+        line = _one_line(run_cli(*args, check=False))
+        assert "line 3" in line and expect in line and not new.exists()
