@@ -178,25 +178,30 @@ def threshold_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float 
     return _rates(*_counts(s >= threshold, t == 1, t != 0))
 
 
-def _top_k_pred(s: np.ndarray, k: int) -> np.ndarray:
+def _top_k_pred(s: np.ndarray, k: int, threshold: float) -> np.ndarray:
+    """In the image's k highest scores AND at or above the threshold (ML-GCN's `overall_topk`)."""
     c = s.shape[1]
+    above = s >= threshold
     if k >= c:
-        return np.ones(s.shape, dtype=bool)
+        return above
     kth = np.partition(s, c - k, axis=1)[:, c - k]
-    return s >= kth[:, None]
+    return (s >= kth[:, None]) & above
 
 
-def top_k_metrics(scores: np.ndarray, targets: np.ndarray, k: int = 3) -> dict[str, float]:
-    """CP/CR/CF1/OP/OR/OF1 (percent) predicting each image's k highest-scoring classes.
+def top_k_metrics(scores: np.ndarray, targets: np.ndarray, k: int = 3, threshold: float = 0.5) -> dict[str, float]:
+    """CP/CR/CF1/OP/OR/OF1 (percent) at top-k, the convention of ML-GCN/SSGRL's published tables.
 
-    The k are chosen among all classes (the model does not know which labels are unknown); unknown
-    entries are then ignored in the counts. Scores tied with the k-th highest are all predicted, so the
-    result does not depend on the order of equal scores.
+    A class is predicted for an image when it is among the image's k highest scores and its score is
+    at or above `threshold` (ML-GCN's `overall_topk` keeps a top-k class only when its logit is >= 0,
+    i.e. probability >= 0.5), so an image may get fewer than k predictions. The k are chosen among
+    all classes (the model does not know which labels are unknown); unknown entries are then ignored in
+    the counts. Scores tied with the k-th highest are all candidates (ML-GCN's `topk` breaks such ties
+    by position), so the result does not depend on the order of equal scores.
     """
     if k < 1:
         raise PumlcError(f"metrics: top-k needs k >= 1, got {k}")
     s, t = _validate(scores, targets)
-    return _rates(*_counts(_top_k_pred(s, k), t == 1, t != 0))
+    return _rates(*_counts(_top_k_pred(s, k, threshold), t == 1, t != 0))
 
 
 def multilabel_metrics(
@@ -210,7 +215,8 @@ def multilabel_metrics(
     """All evaluation numbers for one score matrix (see the module docstring for conventions).
 
     Returns `mAP` (mean AP over classes with at least one positive, percent), `CP`, `CR`, `CF1`, `OP`,
-    `OR`, `OF1` at `threshold` (percent), the same six under `f"top{top_k}"`, `per_class_ap` ([C] array
+    `OR`, `OF1` at `threshold` (percent), the same six under `f"top{top_k}"` (top-k and above `threshold`,
+    see `top_k_metrics`), `per_class_ap` ([C] array
     in percent, NaN for classes without positives), `classes_without_positives` (list of indices),
     `n_images`, `threshold`, `top_k`; with `voc11=True` also `mAP_voc11` and `per_class_ap_voc11`.
     """
@@ -224,7 +230,7 @@ def multilabel_metrics(
     result: dict = {
         "mAP": float(np.nanmean(ap)) if len(without) < len(ap) else float("nan"),
         **_rates(*_counts(s >= threshold, pos, known)),
-        f"top{top_k}": _rates(*_counts(_top_k_pred(s, top_k), pos, known)),
+        f"top{top_k}": _rates(*_counts(_top_k_pred(s, top_k, threshold), pos, known)),
         "per_class_ap": ap,
         "classes_without_positives": [int(i) for i in without],
         "n_images": int(s.shape[0]),

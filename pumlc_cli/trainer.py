@@ -164,20 +164,23 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ema = ModelEma(self.model, cfg.ema_decay)
+        kind = self.prepared.manifest.get("source", {}).get("reader", "coco")
+        self.loss_fn = build_loss(
+            cfg.loss, len(self.classes), dataset=kind, train_labels=train.observed, **loss_options(cfg, kind)
+        ).to(info.device)
         fused = {"fused": True} if info.device.type == "cuda" else {}
         opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(cfg.optimizer)
         if opt_cls is None:
             raise PumlcError(f"--optimizer must be adam or adamw, not {cfg.optimizer!r}")
-        self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        groups = [{"params": self.params}, *self.loss_fn.param_groups(cfg.lr)]  # e.g. ROLE's label estimates
+        self.optimizer = opt_cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=cfg.lr, total_steps=max(1, self.total_steps), pct_start=cfg.pct_start
+            self.optimizer,
+            max_lr=[group["lr"] for group in self.optimizer.param_groups],
+            total_steps=max(1, self.total_steps),
+            pct_start=cfg.pct_start,
         )
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == "fp16")
-        self.loss_fn = build_loss(
-            cfg.loss,
-            len(self.classes),
-            **loss_options(cfg, self.prepared.manifest.get("source", {}).get("reader", "coco")),
-        )
         self.use_mixup = cfg.loss == "pu" and cfg.mixup_weight > 0
         self.net: torch.nn.Module = self.model
         if info.distributed:
@@ -198,6 +201,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -222,6 +226,7 @@ class Trainer:
                 "resume needs the same data"
             )
         self.model.load_state_dict(payload["model"])
+        self.loss_fn.load_state_dict(payload.get("loss", {}))
         self.ema.load_state_dict(payload["ema"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -251,7 +256,7 @@ class Trainer:
         self.train_keys.keys = [(self.epoch, i) for i in indices[skip:]]
         return self.train_loader
 
-    def _step(self, images: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    def _step(self, images: torch.Tensor, observed: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """One optimiser step. PU's mixup images ride in the same forward pass as the batch (one pass, one
         DDP reduction); with frozen BatchNorm (the paper's policy) that equals the published second pass."""
         from pumlc_cli.losses import draw_mixup, mixup_penalty
@@ -271,10 +276,10 @@ class Trainer:
                     both = both.contiguous(memory_format=torch.channels_last)
                 out = self.net(both)
                 logits = out[:n]
-                loss = self.loss_fn(logits, observed)
+                loss = self.loss_fn(logits, observed, indices)
                 loss = loss + self.cfg.mixup_weight * mixup_penalty(out[n:], logits, observed, plan)
             else:
-                loss = self.loss_fn(self.net(images), observed)
+                loss = self.loss_fn(self.net(images), observed, indices)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
@@ -346,8 +351,8 @@ class Trainer:
                 loss_sum = torch.zeros((), device=info.device)
                 n_steps = 0
                 t0 = time.perf_counter()
-                for images, observed, _ in self._loader():
-                    loss_sum += self._step(images, observed)
+                for images, observed, indices in self._loader():
+                    loss_sum += self._step(images, observed, indices)
                     n_steps += 1
                     self.step_in_epoch += 1
                     self.global_step += 1

@@ -89,27 +89,33 @@ def test_pu_survives_extreme_logits():
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
 
 
+def _on_batch(name: str, observed: torch.Tensor):
+    """A loss whose training set is this batch (image i = row i), and the batch's indices."""
+    loss_fn = build_loss(name, observed.shape[1], train_labels=observed.numpy())
+    return loss_fn, torch.arange(observed.shape[0])
+
+
 @pytest.mark.parametrize("name", LOSS_NAMES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_logits_give_the_float32_result(name, dtype):
     logits, observed = _batch()
     half = logits.to(dtype)
-    loss_fn = build_loss(name, 6)
+    loss_fn, idx = _on_batch(name, observed)
     loss_fn.set_epoch(100)
-    out = loss_fn(half, observed)
+    out = loss_fn(half, observed, idx)
     assert out.dtype == torch.float32
-    assert out.item() == loss_fn(half.float(), observed).item()
+    assert out.item() == loss_fn(half.float(), observed, idx).item()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert loss_fn(half, observed).dtype == torch.float32
+        assert loss_fn(half, observed, idx).dtype == torch.float32
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_every_loss_has_finite_gradients_and_set_epoch(name):
     logits, observed = _batch(scale=30.0)
     x = logits.clone().requires_grad_(True)
-    loss_fn = build_loss(name, 6)
+    loss_fn, idx = _on_batch(name, observed)
     loss_fn.set_epoch(3)
-    loss = loss_fn(x, observed)
+    loss = loss_fn(x, observed, idx)
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -167,6 +173,33 @@ def test_wan_weights_unknowns_by_one_over_c_minus_one():
     )
 
 
+def test_asl_focusing_weights_carry_no_gradient():
+    """ASL trains with `disable_torch_grad_focal_loss=True`: the weights are constants to backward."""
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    # One negative at logit 1: L = -w log(1 - p_m), w = p_m^4 fixed, so dL/dx = w p (1 - p) / (1 - p_m).
+    p = sig(1.0)
+    p_m = p - 0.05
+    x = torch.tensor([[1.0]], requires_grad=True)
+    build_loss("asl", 1)(x, torch.tensor([[-1]])).backward()
+    assert x.grad.item() == pytest.approx(p_m**4 * p * (1 - p) / (1 - p_m), rel=1e-5)
+    # One positive with gamma_pos = 1: L = -(1 - p) log p with (1 - p) fixed, so dL/dx = -(1 - p)^2.
+    p = sig(0.3)
+    x = torch.tensor([[0.3]], requires_grad=True)
+    build_loss("asl", 1, gamma_pos=1.0)(x, torch.tensor([[1]])).backward()
+    assert x.grad.item() == pytest.approx(-((1 - p) ** 2), rel=1e-5)
+    # A whole batch against the detached formula written out.
+    logits, observed = _batch(seed=4)
+    x = logits.clone().requires_grad_(True)
+    build_loss("asl", 6, gamma_pos=1.0)(x, observed).backward()
+    ref_x = logits.clone().double().requires_grad_(True)
+    prob = torch.sigmoid(ref_x)
+    shifted = (prob - 0.05).clamp_min(0)
+    pos = (1 - prob).detach() * torch.log(prob)
+    neg = shifted.detach() ** 4 * torch.log(1 - shifted)
+    (-torch.where(observed == 1, pos, neg).sum() / logits.shape[0]).backward()
+    torch.testing.assert_close(x.grad.double(), ref_x.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_epr_is_positive_bce_plus_expected_count_penalty():
     main = (_bce(1.0, 1) + _bce(0.8, 1)) / 2
     k_hat = torch.sigmoid(X).sum(1).mean().item()
@@ -175,18 +208,105 @@ def test_epr_is_positive_bce_plus_expected_count_penalty():
     assert value.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_ll_r_rejects_the_largest_unknown_losses_as_epochs_pass():
+def test_epr_takes_the_published_count_of_the_dataset_kind():
+    # Cole et al.'s expected_num_pos: pascal 1.5, coco 2.9; CSV data falls back to COCO's, as alpha/gamma do.
+    assert build_loss("epr", 3, dataset="voc").expected_positives == 1.5
+    assert build_loss("epr", 3, dataset="coco").expected_positives == 2.9
+    assert build_loss("epr", 3, dataset="csv").expected_positives == 2.9
+    assert build_loss("epr", 3, dataset="voc", expected_positives=2.0).expected_positives == 2.0  # the option wins
+    main = (_bce(1.0, 1) + _bce(0.8, 1)) / 2
+    k_hat = torch.sigmoid(X).sum(1).mean().item()
+    assert build_loss("epr", 3, dataset="voc")(X, OBS).item() == pytest.approx(main + (k_hat - 1.5) ** 2 / 3)
+    assert "dataset" not in loss_options("epr")
+
+
+def _large_loss_matters(logits: torch.Tensor, observed: torch.Tensor, epoch: int, delta_rel: float) -> float:
+    """LargeLossMatters `compute_batch_loss` (LL-R) rewritten plainly, times C for our normaliser."""
+    n, c = logits.shape
+    loss = F.binary_cross_entropy_with_logits(logits, (observed == 1).float(), reduction="none")
+    clean_rate = 1 - epoch * delta_rel / 100
+    if epoch > 0:
+        k = math.ceil(round(n * c * (1 - clean_rate), 6))
+        unobserved = (observed == 0) * loss
+        cutoff = torch.topk(unobserved.flatten(), k).values[-1]
+        loss = torch.where(unobserved < cutoff, loss, torch.zeros_like(loss))
+    return float(loss.mean()) * c
+
+
+def test_ll_r_rejects_the_reference_count_over_all_entries():
     loss_fn = build_loss("ll-r", 3, delta_rel=25.0)  # 25 % more rejected per epoch
     bce_an = build_loss("bce-an", 3)(X, OBS).item()
     assert loss_fn(X, OBS).item() == pytest.approx(bce_an, rel=1e-7)  # epoch 0: nothing rejected
     unknown_losses = sorted(
         (_bce(float(X[i, c]), 0) for i in range(2) for c in range(3) if OBS[i, c] == 0), reverse=True
     )
-    loss_fn.set_epoch(2)  # rate 0.5 of 3 unknowns -> round(1.5) = 2 rejected
-    expected = bce_an - sum(unknown_losses[:2]) / 2
-    assert loss_fn(X, OBS).item() == pytest.approx(expected, rel=1e-6)
-    loss_fn.set_epoch(10)  # rate capped at 1: all unknown losses gone
+    loss_fn.set_epoch(1)  # quota ceil(2 * 3 * 0.25) = 2 of the batch's 6 entries, not 0.25 of the 3 unknowns
+    assert loss_fn.rejection_count(6) == 2
+    assert loss_fn(X, OBS).item() == pytest.approx(bce_an - sum(unknown_losses[:2]) / 2, rel=1e-6)
+    loss_fn.set_epoch(10)  # rate capped at 1: all unknown losses gone, observed ones kept
     assert loss_fn(X, OBS).item() == pytest.approx(bce_an - sum(unknown_losses) / 2, rel=1e-6)
+    logits, observed = _batch(n=32, c=10, seed=2)
+    observed[observed == -1] = 0  # the reference's single-positive setting: no observed negatives
+    loss_fn = build_loss("ll-r", 10, delta_rel=2.0)
+    for epoch in (0, 1, 3, 7):
+        loss_fn.set_epoch(epoch)
+        assert loss_fn(logits, observed).item() == pytest.approx(_large_loss_matters(logits, observed, epoch, 2.0))
+
+
+def _role_by_hand(x, a, obs, k):
+    """ROLE's loss for one batch in plain floats: p = sigmoid(x), e = sigmoid(a), Cole et al.'s terms."""
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    n, c = len(x), len(x[0])
+    main = 0.0
+    for i in range(n):
+        for j in range(c):
+            p, e = sig(x[i][j]), sig(a[i][j])
+            pos = obs[i][j] == 1
+            classifier = (-math.log(p) if pos else 0.0) - (e * math.log(p) + (1 - e) * math.log(1 - p))
+            estimator = (-math.log(e) if pos else 0.0) - (p * math.log(e) + (1 - p) * math.log(1 - e))
+            main += classifier + estimator
+    k_p = sum(sig(v) for row in x for v in row) / n
+    k_e = sum(sig(v) for row in a for v in row) / n
+    return 0.5 * main / n + 0.5 * ((k_p - k) ** 2 + (k_e - k) ** 2) / c
+
+
+def test_role_matches_a_hand_computed_case():
+    train = np.array([[1, 0, 0], [0, 1, -1], [0, 0, 1]], dtype=np.int8)
+    loss_fn = build_loss("role", 3, dataset="voc", train_labels=train)
+    est = loss_fn.estimates.detach()
+    assert est.shape == (3, 3)
+    torch.testing.assert_close(torch.sigmoid(est[train == 1]), torch.full((3,), 0.995))
+    torch.testing.assert_close(torch.sigmoid(est[train == -1]), torch.full((1,), 0.005))
+    assert ((torch.sigmoid(est[train == 0]) - 0.5).abs() <= 0.1 + 1e-6).all()
+    table = [[0.4, -1.0, 2.0], [1.5, 0.2, -0.7], [-0.3, 0.9, 0.1]]
+    with torch.no_grad():
+        loss_fn.estimates.copy_(torch.tensor(table))
+    # A batch of training images 2 and 0 (in that order), with their observed rows.
+    idx = torch.tensor([2, 0])
+    obs = torch.from_numpy(train[[2, 0]])
+    x = torch.tensor([[0.5, -0.2, 1.1], [2.0, -1.5, 0.3]], requires_grad=True)
+    loss = loss_fn(x, obs, idx)
+    rows = [table[2], table[0]]
+    assert loss.item() == pytest.approx(_role_by_hand(x.tolist(), rows, obs.tolist(), 1.5), rel=1e-6)
+    loss.backward()
+    # Estimates get gradient only on the batch's rows; the classifier's targets are detached estimates.
+    grad = loss_fn.estimates.grad
+    assert (grad[1] == 0).all() and (grad[[0, 2]] != 0).all()
+    e = torch.sigmoid(torch.tensor(rows))
+    p = torch.sigmoid(x.detach())
+    k_p, k_e = p.sum(1).mean(), e.sum(1).mean()
+    # Each side sees the other as a constant target: dL/dx = 0.5/N [-(1 - p) on positives + (p - e)]
+    # + 0.5 * 2 (k_p - k) / C * p (1 - p) / N, and the same with p and e exchanged for dL/da.
+    hand_x = 0.5 / 2 * (torch.where(obs == 1, -(1 - p), 0.0) + (p - e)) + (k_p - 1.5) / 3 * p * (1 - p) / 2
+    hand_a = 0.5 / 2 * (torch.where(obs == 1, -(1 - e), 0.0) + (e - p)) + (k_e - 1.5) / 3 * e * (1 - e) / 2
+    torch.testing.assert_close(x.grad, hand_x, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad[[2, 0]], hand_a, rtol=1e-5, atol=1e-6)
+    groups = loss_fn.param_groups(1e-4)
+    assert groups[0]["params"] == [loss_fn.estimates] and groups[0]["lr"] == pytest.approx(1e-3)
+    assert groups[0]["weight_decay"] == 0.0
+    assert "estimates" in loss_fn.state_dict()
+    with pytest.raises(ValueError, match="indices"):
+        loss_fn(x, obs)
 
 
 def test_registry_errors_name_the_valid_choices():

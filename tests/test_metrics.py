@@ -160,12 +160,38 @@ def test_top_k_hand_example():
     assert tied["OP"] == pytest.approx(100 * 2 / 3) and tied["OR"] == 100.0
 
 
+def _ml_gcn_top_k(scores: np.ndarray, targets: np.ndarray, k: int) -> dict[str, float]:
+    """ML-GCN `util.py` `overall_topk` + `evaluation`, rewritten plainly: the k best classes of each image
+    count as predicted only when their score clears 0.5; rates over classes (all have positives here)."""
+    pred = np.zeros(scores.shape, dtype=bool)
+    for i, row in enumerate(scores):
+        for j in np.argsort(-row)[:k]:
+            pred[i, j] = row[j] >= 0.5
+    pos = targets == 1
+    nc, npred, ng = (pred & pos).sum(0), np.maximum(pred.sum(0), 1), pos.sum(0)
+    op, orr = nc.sum() / npred.sum(), nc.sum() / ng.sum()
+    cp, cr = np.mean(nc / npred), np.mean(nc / ng)
+    return {"CP": 100 * cp, "CR": 100 * cr, "OP": 100 * op, "OR": 100 * orr, "CF1": 200 * cp * cr / (cp + cr)}
+
+
+def test_top_k_follows_the_ml_gcn_convention():
+    # Row 0: classes 0, 1, 2 are its top 3 but only class 0 clears 0.5, so only class 0 is predicted.
+    one = top_k_metrics(np.array([[0.9, 0.4, 0.3, 0.1]]), np.array([[1, 1, -1, -1]]), k=3)
+    assert one["OP"] == 100.0 and one["OR"] == 50.0
+    rng = np.random.default_rng(3)
+    scores = rng.random((200, 8))
+    targets = np.where(rng.random((200, 8)) < 0.3, 1, -1)
+    ours = top_k_metrics(scores, targets, k=3)
+    for key, value in _ml_gcn_top_k(scores, targets, 3).items():
+        assert ours[key] == pytest.approx(value), key
+
+
 def test_multilabel_metrics_keys_and_consistency():
     scores, targets = _random(300, 5, 5, unknown=0.1)
     m = multilabel_metrics(scores, targets, threshold=0.4, top_k=3, voc11=True)
     assert set(m) >= {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "top3", "per_class_ap", "n_images"}
     assert m["mAP"] == pytest.approx(100 * np.nanmean(average_precision(scores, targets)))
-    assert m["top3"] == top_k_metrics(scores, targets, 3)
+    assert m["top3"] == top_k_metrics(scores, targets, 3, threshold=0.4)
     assert m["mAP_voc11"] == pytest.approx(100 * np.nanmean(voc11_average_precision(scores, targets)))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
@@ -14,7 +16,13 @@ class MultiLabelLoss(nn.Module):
     Logits from an autocast region (bf16/fp16) are upcast and autocast is switched off inside, so the
     log-sigmoids and sums of the loss never run in half precision. `set_epoch` is a no-op unless a loss
     schedules something over epochs; the trainer calls it on every loss so it need not know which.
+
+    Two hooks let a loss keep per-image state (ROLE's label estimates) without the trainer knowing which
+    loss it runs: the trainer passes every batch's dataset indices (used when `needs_indices`), and adds
+    `param_groups(lr)` to its optimiser. The state is a parameter, so it travels in `state_dict()`.
     """
+
+    needs_indices: ClassVar[bool] = False
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -27,18 +35,35 @@ class MultiLabelLoss(nn.Module):
         """Tell the loss which (0-based) epoch is starting."""
         self.epoch = int(epoch)
 
-    def forward(self, logits: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser groups for the loss's own parameters (none unless the loss learns something)."""
+        return []
+
+    def forward(
+        self, logits: torch.Tensor, observed: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`indices` are the batch's rows in the training set; only losses with `needs_indices` read them."""
         if logits.ndim != 2 or logits.shape != observed.shape or logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"{type(self).__name__}: expected logits and observed of shape [N, {self.num_classes}], "
                 f"got {tuple(logits.shape)} and {tuple(observed.shape)}"
             )
+        extra: tuple[torch.Tensor, ...] = ()
+        if self.needs_indices:
+            if indices is None or indices.shape != logits.shape[:1]:
+                raise ValueError(f"{type(self).__name__}: needs the batch's {logits.shape[0]} training-set indices")
+            extra = (indices.to(logits.device),)
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            return self.compute(logits.float(), observed)
+            return self.compute(logits.float(), observed, *extra)
 
-    def compute(self, logits: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        """The loss on float32 logits; implemented by each subclass."""
+    def compute(self, logits: torch.Tensor, observed: torch.Tensor, *indices: torch.Tensor) -> torch.Tensor:
+        """The loss on float32 logits (plus the batch indices when `needs_indices`); one per subclass."""
         raise NotImplementedError
+
+
+def dataset_default(table: dict[str, float], dataset: str | None) -> float:
+    """A per-dataset published value: the VOC one for the VOC reader, COCO's for COCO, CSV and unknown kinds."""
+    return table.get(dataset or "coco", table["coco"])
 
 
 def positive_float(name: str, value: float, *, allow_zero: bool = False) -> float:
