@@ -216,8 +216,8 @@ def multilabel_metrics(
 
     Returns `mAP` (mean AP over classes with at least one positive, percent), `CP`, `CR`, `CF1`, `OP`,
     `OR`, `OF1` at `threshold` (percent), the same six under `f"top{top_k}"` (top-k and above `threshold`,
-    see `top_k_metrics`), `per_class_ap` ([C] array
-    in percent, NaN for classes without positives), `classes_without_positives` (list of indices),
+    see `top_k_metrics`), `per_class_ap` ([C] array in percent, NaN for classes without positives),
+    `classes_without_positives` (list of indices),
     `n_images`, `threshold`, `top_k`; with `voc11=True` also `mAP_voc11` and `per_class_ap_voc11`.
     """
     if top_k < 1:
