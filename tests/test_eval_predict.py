@@ -1,4 +1,4 @@
-"""`pumlc eval`, `pumlc predict`, the demo and the reproduce driver, on a small trained checkpoint."""
+"""`pumlc eval`, `pumlc predict`, and the demo, on a small trained checkpoint."""
 
 from __future__ import annotations
 
@@ -110,47 +110,6 @@ def test_predict_with_no_readable_image_fails(trained: Path, tmp_path: Path) -> 
     assert done.returncode == 2 and "no readable image" in done.stderr
     missing = run_cli("predict", trained / "best.pt", tmp_path / "nothing.jpg", check=False)
     assert missing.returncode == 2 and "nothing.jpg" in missing.stderr
-
-
-def test_reproduce_two_cell_grid_and_resume(synth_root: Path, tmp_path: Path) -> None:
-    from pumlc_cli.reproduce import main
-
-    args = [
-        "--dataset",
-        "synth",
-        "--data",
-        str(synth_root),
-        "--out",
-        str(tmp_path),
-        "--grid",
-        "0.5",
-        "--methods",
-        "pu,bce-known",
-        "--epochs",
-        "1",
-        "--model",
-        TINY_MODEL,
-        "--device",
-        "cpu",
-        "--train-arg=--image-size=32",
-        "--train-arg=--scale-size=36",
-        "--train-arg=--workers=0",
-    ]
-    main(args)
-    table = (tmp_path / "synth.md").read_text()
-    assert "| pu |" in table and "| bce-known |" in table and "p=0.5" in table
-    assert "pumlc prepare coco" in table and "torch" in table
-    rows = (tmp_path / "synth.csv").read_text().strip().splitlines()
-    assert rows[0] == "method,p=0.5,avg" and len(rows) == 3
-    for row in rows[1:]:
-        value = float(row.split(",")[1])
-        assert 0 < value <= 100
-    cell = tmp_path / "synth" / "cells" / "p0.5-pu.json"
-    stamp = cell.stat().st_mtime_ns
-    main(args)  # everything cached: nothing retrained or re-evaluated
-    assert cell.stat().st_mtime_ns == stamp
-    pu_prep = load_prepared(tmp_path / "synth" / "prepared" / "p0.5-pu")
-    assert not (pu_prep.split_data("train").observed == -1).any()  # pu sees no negatives
 
 
 def test_demo_runs_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
