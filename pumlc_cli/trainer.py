@@ -157,6 +157,11 @@ class Trainer:
             label_cooccurrence=cooccurrence,
             class_embeddings=cfg.class_embeddings,
         )
+        if self.model.branches_skipped and info.is_main:
+            console.print(
+                f"note: {self.model.branches} local-global branches added; {self.model.branches_skipped} grouped or "
+                f"depthwise 3x3 convs of {cfg.model} left without one (the published branch is dense)"
+            )
         # Frozen BatchNorm is the paper's fine-tuning setting; from random weights the statistics must learn.
         freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else bool(cfg.pretrained or cfg.pretrained_path)
         self.params = set_trainable(self.model, cfg.train_policy, freeze_bn=freeze_bn)

@@ -15,6 +15,7 @@ from pumlc_cli.models import (
     LocalGlobalConv,
     SemanticHead,
     build_model,
+    convert_local_global,
     freeze_batchnorm,
     label_cooccurrence,
     set_trainable,
@@ -41,6 +42,54 @@ def backbone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_unknown_name() -> None:
     with pytest.raises(PumlcError, match="unknown model"):
         build_model("no_such_net_xyz", 3)
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("mobilenet_v2", "mobilenetv2_100"), ("resnet-50", "resnet50"), ("efficientnet-b0", "efficientnet_b0")],
+)
+def test_unknown_name_suggests_the_timm_name(typed: str, meant: str) -> None:
+    with pytest.raises(PumlcError, match=f"unknown model '{typed}'; did you mean {meant}[,?]"):
+        build_model(typed, 3)
+
+
+def test_branches_skip_depthwise_and_grouped_convs() -> None:
+    dense = nn.Conv2d(16, 16, 3, padding=1)
+    depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+    grouped = nn.Conv2d(16, 32, 3, padding=1, groups=4)
+    net = nn.Sequential(dense, nn.ReLU(), depthwise, nn.Sequential(grouped))
+    assert convert_local_global(net) == (1, 2)
+    assert isinstance(net[0], LocalGlobalConv) and net[2] is depthwise and net[3][0] is grouped
+    # A timm EfficientNet: its depthwise 3x3 convs keep no branch and are counted, its dense ones get one.
+    import timm
+
+    plain = timm.create_model("test_efficientnet", num_classes=0, global_pool="")
+    grouped_3x3 = sum(
+        1 for n, m in plain.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.groups > 1
+    )
+    model = build_model("test_efficientnet", 3)
+    assert model.branches_skipped == grouped_3x3 > 0 and model.branches > 0
+    assert all(m.conv.groups == 1 for m in model.modules() if isinstance(m, LocalGlobalConv))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    with pytest.raises(PumlcError, match=r"are grouped or depthwise\); pass --no-local-global"):
+        build_model("mobilenetv2_035", 3)  # every 3x3 conv after the stem is depthwise
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "mobilenetv2_035"])
+def test_train_last_covers_everything_after_the_last_stage(name: str) -> None:
+    model = build_model(name, 3, local_global=False)
+    last = model.last_stage  # the final stage timm's feature_info reports, e.g. blocks.6
+    set_trainable(model, "last", freeze_bn=False)
+    model.train()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    for prefix in (f"backbone.{last}.", "backbone.conv_head.", "backbone.bn2.", "head."):
+        params = [(n, p) for n, p in model.named_parameters() if n.startswith(prefix)]
+        assert params, prefix
+        assert all(p.requires_grad and p.grad is not None for _, p in params), prefix
+    frozen = ("backbone.conv_stem.", "backbone.bn1.", "backbone.blocks.0.")
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith(frozen))
+    set_trainable(model, "last")  # frozen BatchNorm: the final 1x1 conv still trains
+    assert model.backbone.conv_head.weight.requires_grad
 
 
 def test_branches_beside_stage_convs_only() -> None:

@@ -37,12 +37,15 @@ class MultiLabelNet(nn.Module):
     `.train()` calls, so trainers, DDP and torch.compile wrappers can call `.train()` every epoch as usual.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, *, last_stage: str, branches: int) -> None:
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, *, last_stage: str, branches: int, branches_skipped: int = 0
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.last_stage = last_stage
         self.branches = branches
+        self.branches_skipped = branches_skipped  # grouped/depthwise 3x3 convs left without a branch
         self.frozen_bn = False
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -80,18 +83,36 @@ def _branch_parameter_ids(model: nn.Module) -> set[int]:
     return {id(p) for m in model.modules() if isinstance(m, GlobalBranch) for p in m.parameters()}
 
 
+def last_stage_onwards(backbone: nn.Module, stage: str) -> list[nn.Module]:
+    """The module at dotted path `stage` and every module registered after it on the way up to `backbone`.
+
+    timm registers a CNN's modules in execution order, so for the last stage of `feature_info` these are
+    what runs after it: ResNet's layer4 (then pooling), EfficientNet/MobileNetV2's last block then
+    `conv_head` and `bn2`, ConvNeXt's last stage then `norm_pre` and `head`, RegNet's `s4` then
+    `final_conv`. No per-family name lists.
+    """
+    modules: list[nn.Module] = []
+    parent = backbone
+    for name in stage.split("."):
+        children = list(parent.named_children())
+        position = [n for n, _ in children].index(name)
+        modules += [m for _, m in children[position + 1 :]]
+        parent = children[position][1]
+    return [parent, *modules]
+
+
 def set_trainable(model: MultiLabelNet, policy: str, *, freeze_bn: bool = True) -> list[nn.Parameter]:
     """Set requires_grad by policy and return the trainable parameters (model order).
 
-    all: every weight; last: the paper's (branches + last stage + head; earlier stages frozen);
+    all: every weight; last: the paper's (branches + last stage and everything after it in the backbone,
+    e.g. a final 1x1 conv and its norm, + head; earlier stages frozen);
     branches: branches + head. With `freeze_bn` (the paper's setting) BatchNorm runs on its running
     statistics and backbone BatchNorm affine parameters are frozen too.
     """
     if policy not in TRAIN_POLICIES:
         raise PumlcError(f"training policy must be one of {', '.join(TRAIN_POLICIES)}, not {policy!r}")
     branch_ids = _branch_parameter_ids(model)
-    last_stage = model.backbone.get_submodule(model.last_stage)
-    last_ids = {id(p) for p in last_stage.parameters()}
+    last_ids = {id(p) for m in last_stage_onwards(model.backbone, model.last_stage) for p in m.parameters()}
     bn_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
     for p in model.parameters():
         p.requires_grad_(policy == "all")
@@ -130,12 +151,35 @@ def _embeddings_file(path: str | Path | None, num_classes: int) -> torch.Tensor 
     return _class_matrix(array, num_classes, f"{path}: class embeddings")
 
 
+# torchvision spellings whose timm name is not the closest string (difflib finds the rest, e.g. resnet-50).
+_TORCHVISION_NAMES = {
+    "mobilenet_v2": "mobilenetv2_100",
+    "mobilenet_v3_large": "mobilenetv3_large_100",
+    "mobilenet_v3_small": "mobilenetv3_small_100",
+    "mnasnet1_0": "mnasnet_100",
+    "mnasnet0_5": "mnasnet_050",
+    "regnet_y_400mf": "regnety_004",
+    "regnet_x_400mf": "regnetx_004",
+    "efficientnet_v2_s": "efficientnetv2_s",
+}
+
+
+def model_suggestions(name: str, known: list[str]) -> list[str]:
+    """Up to four timm names a user who typed `name` probably meant, best first."""
+    import difflib
+
+    key = name.strip().lower()
+    alias = _TORCHVISION_NAMES.get(key.replace("-", "_"))
+    close = difflib.get_close_matches(key, known, n=4, cutoff=0.7)
+    return list(dict.fromkeys([alias, *close] if alias else close))[:4]
+
+
 def _create_backbone(name: str, pretrained: bool) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name}*")[:5]
-        hint = f" (close: {', '.join(close)})" if close else ""
+        close = model_suggestions(name, timm.list_models())
+        hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists the names)"
         raise PumlcError(f"unknown model {name!r}{hint}")
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
@@ -183,13 +227,17 @@ def build_model(
     feature_info = getattr(backbone, "feature_info", None)
     if not feature_info:
         raise PumlcError(f"model {name!r} does not report its stages; pick a CNN such as resnet101")
-    branches = 0
+    branches = skipped = 0
     if local_global:
         first_conv = cfg.get("first_conv")
         stem = (first_conv.split(".")[0],) if isinstance(first_conv, str) else ()
-        branches = convert_local_global(backbone, lg_heads, lg_reduction, skip=stem)
+        branches, skipped = convert_local_global(backbone, lg_heads, lg_reduction, skip=stem)
         if branches == 0:
-            raise PumlcError(f"model {name!r} has no 3x3 convolutions to add local-global branches to")
+            grouped = f" (its {skipped} 3x3 convolutions are grouped or depthwise)" if skipped else ""
+            raise PumlcError(
+                f"model {name!r} has no dense 3x3 convolutions to add local-global branches to{grouped}; "
+                "pass --no-local-global"
+            )
     num_features = backbone.num_features
     if head == "semantic":
         classifier: nn.Module = SemanticHead(
@@ -205,4 +253,5 @@ def build_model(
         classifier,
         last_stage=feature_info[-1]["module"],
         branches=branches,
+        branches_skipped=skipped,
     )

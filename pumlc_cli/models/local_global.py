@@ -272,26 +272,30 @@ class LocalGlobalConv(nn.Module):
         return y
 
 
-def convert_local_global(module: nn.Module, heads: int = 8, reduction: int = 4, skip: tuple[str, ...] = ()) -> int:
-    """Wrap every plain 3x3 conv under `module` (top-level names in `skip` excepted); returns the count.
+def convert_local_global(
+    module: nn.Module, heads: int = 8, reduction: int = 4, skip: tuple[str, ...] = ()
+) -> tuple[int, int]:
+    """Wrap every dense 3x3 conv under `module` (top-level names in `skip` excepted); returns (wrapped, skipped).
 
-    Convs whose input channels do not split into `heads` are left alone (e.g. an RGB stem conv).
+    Convs whose input channels do not split into `heads` are left alone (e.g. an RGB stem conv). Grouped
+    and depthwise 3x3 convs are skipped and counted: the published branch is a dense C x C design (the
+    released code only ever wraps ResNet's dense convs), and beside a depthwise conv it would add several
+    times the conv's parameters and compute.
     """
-    count = 0
+    wrapped = skipped = 0
     for name, child in list(module.named_children()):
         if name in skip:
             continue
-        if (
-            type(child) is nn.Conv2d
-            and child.kernel_size == (3, 3)
-            and child.in_channels % heads == 0
-            and child.in_channels // reduction >= 1
-        ):
-            setattr(module, name, LocalGlobalConv(child, heads, reduction))
-            count += 1
+        if type(child) is nn.Conv2d and child.kernel_size == (3, 3) and child.in_channels % heads == 0:
+            if child.groups != 1:
+                skipped += 1
+            elif child.in_channels // reduction >= 1:
+                setattr(module, name, LocalGlobalConv(child, heads, reduction))
+                wrapped += 1
         else:
-            count += convert_local_global(child, heads, reduction)
-    return count
+            inner = convert_local_global(child, heads, reduction)
+            wrapped, skipped = wrapped + inner[0], skipped + inner[1]
+    return wrapped, skipped
 
 
 def published_branch_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
