@@ -159,8 +159,9 @@ class Trainer:
         )
         if self.model.branches_skipped and info.is_main:
             console.print(
-                f"note: {self.model.branches} local-global branches added; {self.model.branches_skipped} grouped or "
-                f"depthwise 3x3 convs of {cfg.model} left without one (the published branch is dense)"
+                f"note: {self.model.branches_skipped} grouped or depthwise 3x3 convs of {cfg.model} get no "
+                f"local-global branch (the published branch is dense); {self.model.branches} added",
+                soft_wrap=True,
             )
         # Frozen BatchNorm is the paper's fine-tuning setting; from random weights the statistics must learn.
         freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else bool(cfg.pretrained or cfg.pretrained_path)
