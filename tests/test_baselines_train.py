@@ -57,3 +57,15 @@ def test_role_estimates_train_save_and_resume(positive_only: Path, tmp_path: Pat
     assert estimates[observed == 1].min() > 0.9
     losses = [h["train_loss"] for h in a["history"]]
     assert np.isfinite(losses).all() and losses[1] < losses[0], losses  # network and estimates fit together
+
+
+def test_role_on_two_processes_matches_one(positive_only: Path, tmp_path: Path) -> None:
+    """2 gloo ranks: the count penalty spans the global batch and estimate gradients are combined across ranks."""
+    common = ["--train", "last", "--freeze-bn", "--max-steps", "4"]
+    run_cli(*train_args(positive_only, tmp_path / "one", *common, loss="role", epochs=1))
+    run_cli(*train_args(positive_only, tmp_path / "two", *common, "--nproc", "2", loss="role", epochs=1))
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
+    torch.testing.assert_close(a["loss"]["estimates"], b["loss"]["estimates"], rtol=0, atol=1e-5)
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=1e-3, atol=1e-4, msg=key)

@@ -26,7 +26,7 @@ from torch import nn
 
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.losses.base import MultiLabelLoss, dataset_default, positive_float
-from pumlc_cli.losses.dist import is_distributed
+from pumlc_cli.losses.dist import all_reduce_sum, is_distributed, reduce_sum_
 
 # Expected positives per image, Cole et al. (2021) `train.py` (`expected_num_pos`), used by EPR and ROLE.
 EPR_DATASET_DEFAULTS: dict[str, float] = {"coco": 2.9, "voc": 1.5}
@@ -115,8 +115,13 @@ class WeakAssumeNegative(MultiLabelLoss):
 
 
 def _count_penalty(probs: torch.Tensor, expected: float, num_classes: int) -> torch.Tensor:
-    """(k_hat - k)^2 / C with k_hat the batch mean of sum_c p: Cole et al.'s / C^2 on our C-times-larger scale."""
-    return (probs.sum(1).mean() - expected).square() / num_classes
+    """(k_hat - k)^2 / C with k_hat the batch mean of sum_c p: Cole et al.'s / C^2 on our C-times-larger scale.
+
+    k_hat spans the global batch under DDP (as on Cole et al.'s single GPU), so the penalty does not depend
+    on the process count; see `losses.dist` for the gradient bookkeeping.
+    """
+    images = reduce_sum_(torch.tensor(float(probs.shape[0]), device=probs.device))
+    return (all_reduce_sum(probs.sum()) / images - expected).square() / num_classes
 
 
 class ExpectedPositiveRegularisation(MultiLabelLoss):
@@ -127,8 +132,8 @@ class ExpectedPositiveRegularisation(MultiLabelLoss):
     (k_hat - k)^2 / C^2 to a loss averaged over N * C entries; ours is summed over classes, hence / C
     here for the same balance. Observed negatives are ignored, as in the paper's positive-only setting.
     `expected_positives` defaults to the published value of the dataset kind the trainer passes
-    (EPR_DATASET_DEFAULTS: 1.5 for VOC, 2.9 for COCO and for CSV data). k_hat is taken over the local
-    batch (not all-reduced under DDP).
+    (EPR_DATASET_DEFAULTS: 1.5 for VOC, 2.9 for COCO and for CSV data). k_hat is taken over the global
+    batch under DDP.
     """
 
     def __init__(
@@ -198,7 +203,8 @@ class RegularisedOnlineLabelEstimation(MultiLabelLoss):
     their estimates' starting value, as in the reference (which has none to train on). The estimates
     are a parameter of this module, so they are saved and resumed with the loss's state dict.
     `train_labels` (the observed training matrix) sizes and initialises them; without it (option
-    checking) the matrix is empty.
+    checking) the matrix is empty. Under DDP k_hat spans the global batch and each rank's estimate
+    gradients are combined as DDP combines the network's, so a run does not depend on the process count.
     """
 
     needs_indices = True
