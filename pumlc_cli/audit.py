@@ -42,10 +42,11 @@ def mixture_share(reference: np.ndarray, mixture: np.ndarray, min_tail: float = 
     first = max(1, int(np.ceil(min_tail * ref.size)))
     counts = np.arange(first, ref.size + 1)
     thresholds = ref[counts - 1]
-    # One pseudo-entry above every threshold keeps an empty tail from declaring the share zero, and half a binomial
-    # standard error on each tail offsets the downward bias of taking a minimum of noisy ratios.
-    tail_mix = (mix.size - np.searchsorted(mix, thresholds, side="left") + 1) / (mix.size + 1)
     tail_ref = counts / ref.size
+    # One pseudo-entry of the mixture that scores like the reference keeps an empty tail from declaring the share
+    # zero (the estimate is then at least 1/(n+1)), and half a binomial standard error on each tail offsets the
+    # downward bias of taking a minimum of noisy ratios.
+    tail_mix = (mix.size - np.searchsorted(mix, thresholds, side="left") + tail_ref) / (mix.size + 1)
     num = tail_mix + SE_WEIGHT * np.sqrt(tail_mix * (1 - tail_mix) / mix.size)
     den = tail_ref - SE_WEIGHT * np.sqrt(tail_ref * (1 - tail_ref) / ref.size)
     return float(min(1.0, (num / den).min()))

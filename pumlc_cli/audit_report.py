@@ -94,20 +94,26 @@ def render(report: dict[str, Any], top: int) -> None:
         rows = [r for r in report["suggestions"] if r["kind"] == kind][:top]
         table = Table(title=f"{title} (top {top}, score ≥ {report['floor']:g})", header_style="bold")
         for col in ("rank", "image", "class", "score", "prob", "obs"):
-            table.add_column(col, justify="left" if col in {"image", "class"} else "right", overflow="fold")
-        for r in rows:
-            table.add_row(str(r["rank"]), r["image"], r["class"], f"{r['score']:.3f}", f"{r['prob']:.3f}", _obs(r))
+            table.add_column(col, justify="left" if col in {"image", "class"} else "right")
+        for r in rows:  # the file name only, to fit 80 columns; --csv/--json hold the full relative path
+            name = Path(r["image"]).name
+            table.add_row(str(r["rank"]), name, r["class"], f"{r['score']:.3f}", f"{r['prob']:.3f}", _obs(r))
         if rows:
             console.print(table)
         else:
             console.print(f"no {title} with score ≥ {report['floor']:g}")
     truth = report["truth"]
     true_rates = {r["class"]: r["true_missing_rate"] for r in truth["per_class"]} if truth else {}
-    per_class = Table(title=f"per class ({report['split']}, estimated from scores)", header_style="bold")
-    cols = ["class", "obs+", "est. true+", "est. missing", "missing rate", "wrong rate"]
-    cols += ["true rate"] if truth else []
+    per_class = Table(
+        title=f"per class ({report['split']}, estimated from the scores)",
+        header_style="bold",
+        caption="est.+: estimated true positives; est.miss+: of them not observed positive; FN: est.miss+ / est.+ "
+        "(the FN of `pumlc stats`); wrong: share of observed positives estimated wrong"
+        + ("; true FN: from the truth the corruption kept" if truth else ""),
+    )
+    cols = ["class", "obs+", "est.+", "est.miss+", "FN", "wrong"] + (["true FN"] if truth else [])
     for col in cols:
-        per_class.add_column(col, justify="left" if col == "class" else "right")
+        per_class.add_column(col, justify="left" if col == "class" else "right", no_wrap=col == "class")
     for r in report["per_class"]:
         cells = [
             r["class"],

@@ -97,6 +97,16 @@ def main() -> None:
         workers=args.workers,
     )
     print_comparison(results, "demo: clean test split, synth data with 20% missed positives, p=0.5, negatives stripped")
+    audit_training_labels(args.out, args.workers)
+
+
+def audit_training_labels(out: Path, workers: int) -> None:
+    """The demo ends where a user's work goes next: which training labels does the `pu` model think are missing?"""
+    pumlc(
+        "audit",
+        str(out / "runs" / "pu"),
+        *flags(split="train", top=5, csv=out / "audit.csv", workers=workers, device="cpu"),
+    )
 
 
 if __name__ == "__main__":
