@@ -113,7 +113,7 @@ def test_predict_with_no_readable_image_fails(trained: Path, tmp_path: Path) -> 
 
 
 def test_demo_runs_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pumlc_cli.demo import print_comparison, run_demo
+    from pumlc_cli.demo import audit_training_labels, print_comparison, run_demo
 
     results = run_demo(tmp_path / "demo", images=200, epochs=1, image_size=32, model=TINY_MODEL, workers=0)
     assert set(results) == {"pu", "bce-an"}
@@ -122,3 +122,6 @@ def test_demo_runs_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "pu" in out and "bce-an" in out and "mAP" in out
     for rep in results.values():
         assert 0 <= rep["mAP"] <= 100 and rep["train_seconds"] > 0
+    audit_training_labels(tmp_path / "demo", workers=0)  # the demo ends with an audit of its training labels
+    assert "suspected missing positives" in capsys.readouterr().out
+    assert (tmp_path / "demo" / "audit.csv").read_text().startswith("kind,rank,image")
