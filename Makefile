@@ -33,10 +33,13 @@ bench: install
 	$(BIN)/python bench/eval.py
 	$(BIN)/python bench/train_step.py
 
-# make reproduce DATASET=voc2007 DATA=/path/VOCdevkit/VOC2007 GPUS=2   (no DATA: the synth protocol on the CPU)
+# make reproduce                          the synth protocol on the CPU (minutes)
+# make reproduce DATASET=voc-mini         509 real VOC2007 images, ImageNet MobileNetV2, 5 seeds, CPU (DATA: a VOC devkit)
+# make reproduce DATASET=voc2007 DATA=/path/VOCdevkit/VOC2007 GPUS=2 REPRODUCE_ARGS=--train-arg=--pretrained-path=FILE
+# SEEDS=0,1,2,3,4 runs every cell once per seed; finished cells are never retrained.
 reproduce: install
 	$(BIN)/python -m pumlc_cli.reproduce --dataset "$(or $(DATASET),synth)" $(if $(DATA),--data "$(DATA)") \
-		--gpus "$(or $(GPUS),1)" --out "$(or $(OUT),results)" $(REPRODUCE_ARGS)
+		$(if $(SEEDS),--seeds "$(SEEDS)") --gpus "$(or $(GPUS),1)" --out "$(or $(OUT),results)" $(REPRODUCE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

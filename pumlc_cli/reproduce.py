@@ -26,23 +26,17 @@ from pumlc_cli.seedstats import mean_sd, paired_difference
 
 FULL_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SELECTIONS = {"best": "val-selected best.pt", "last": "last epoch (last.pt, regular weights)"}
-# Per-dataset recipe: the paper's α/γ; backbone, resolution, schedule as in its released training commands.
+# The real datasets train with `pumlc train`'s own recipe (the released commands, per dataset kind), so reproduce
+# passes no training value for them: each cell's resolved config.json is recorded instead.
 _PAPER = {
-    "model": "resnet101",
-    "image_size": 448,
-    "scale_size": 512,
-    "batch_size": 32,
-    "lr": 1e-4,
-    "epochs": 40,
-    "train_policy": "last",
     "grid": FULL_GRID,
     "seeds": (0,),
     "methods": ("pu", "bce-known", "bce-an", "asl", "wan", "epr"),
     "needs_weights": True,
 }
 RECIPES: dict[str, dict[str, object]] = {
-    "voc2007": {**_PAPER, "alpha": 2.0, "gamma": 0.85},
-    "coco2014": {**_PAPER, "alpha": 1.0, "gamma": 0.55},
+    "voc2007": _PAPER,
+    "coco2014": _PAPER,
     # Real images and real ImageNet weights on a CPU (issue 12): see pumlc_cli/voc_mini.py.
     "voc-mini": {
         "model": "mobilenetv2_100",
@@ -71,13 +65,24 @@ RECIPES: dict[str, dict[str, object]] = {
         "alpha": 1.0,
         "gamma": 0.55,
         "train_policy": "all",
+        "pretrained": False,
         "grid": (0.1, 0.5, 0.9),
         "seeds": (0,),
         "methods": ("pu", "bce-known", "bce-an"),
     },
 }
 VOC_MINI_SPLIT = {"n_train": 360, "n_test": 149, "seed": 0}
-_TRAIN_KEYS = ("model", "epochs", "batch_size", "lr", "image_size", "scale_size", "train_policy", "workers")
+_TRAIN_KEYS = (
+    "model",
+    "epochs",
+    "batch_size",
+    "lr",
+    "image_size",
+    "scale_size",
+    "train_policy",
+    "workers",
+)
+_SWITCHES = ("pretrained", "local_global")  # True -> --name, False -> --no-name
 
 
 def prepare_args(dataset: str, data: Path, out: Path, p: float, seed: int) -> list[str]:
@@ -95,13 +100,14 @@ def prepare_args(dataset: str, data: Path, out: Path, p: float, seed: int) -> li
 def train_args(
     recipe: dict, prepared: Path, run: Path, method: str, seed: int, gpus: int, device: str, extra: list[str]
 ) -> list[str]:
-    """The same command for every method but the loss (and `pu`'s α/γ): same data, seed and selection."""
+    """The same command for every method but the loss (and `pu`'s α/γ): same data, seed, recipe and selection."""
     options = {k: recipe[k] for k in _TRAIN_KEYS if k in recipe}
     args = ["train", str(prepared), *flags(out=run, loss=method, **options)]
-    if recipe.get("local_global") is False:
-        args.append("--no-local-global")
+    for name in _SWITCHES:
+        if name in recipe:
+            args.append(("--" if recipe[name] else "--no-") + name.replace("_", "-"))
     args += flags(seed=seed, device=device, val_unknown="ignore")
-    if method == "pu":
+    if method == "pu" and "alpha" in recipe:
         args += flags(alpha=recipe["alpha"], gamma=recipe["gamma"])
     if gpus > 1:
         args += ["--gpus", str(gpus)] if device == "cuda" else ["--nproc", str(gpus)]
@@ -173,20 +179,32 @@ def run_grid(
                     run,
                     cell_path,
                     {"dataset": dataset, "method": method, "p": p, "seed": seed},
-                    int(recipe["epochs"]),
                     device,
                 )
-    write_tables(out, dataset, grid, methods, seeds, cells, recipe)
+    write_tables(out, dataset, grid, methods, seeds, cells)
     return cells
 
 
-def _run_cell(
-    prep: list[str], train: list[str], run: Path, cell_path: Path, key: dict, epochs: int, device: str
-) -> dict:
+def report_finished(out: Path, dataset: str, grid: tuple[float, ...], methods: tuple[str, ...]) -> tuple[int, ...]:
+    """Tables from the finished cells alone (a grid still running elsewhere): the seeds whose cells are all done."""
+    folder = out / dataset / "cells"
+    cells = {}
+    for path in folder.glob("p*-s*-*.json"):
+        cell = json.loads(path.read_text())
+        cells[(cell["method"], float(cell["p"]), int(cell["seed"]))] = cell
+    seeds = sorted({s for _, _, s in cells})
+    complete = tuple(s for s in seeds if all((m, p, s) in cells for m in methods for p in grid))
+    if not complete:
+        raise SystemExit(f"pumlc reproduce: error: {folder}: no seed has all its cells finished yet")
+    write_tables(out, dataset, grid, methods, complete, cells)
+    return complete
+
+
+def _run_cell(prep: list[str], train: list[str], run: Path, cell_path: Path, key: dict, device: str) -> dict:
     prepared = Path(prep[prep.index("--out") + 1])
     if not (prepared / "manifest.json").is_file():
         pumlc(*prep)
-    if not (run / "best.pt").is_file() or _unfinished(run, epochs):
+    if not (run / "best.pt").is_file() or _unfinished(run):
         pumlc(*train, *(["--resume"] if (run / "last.pt").is_file() else []))
     record = {**key, "config": json.loads((run / "config.json").read_text()), "commands": []}
     record["commands"] = ["pumlc " + shlex.join(prep), "pumlc " + shlex.join(train)]
@@ -200,12 +218,12 @@ def _run_cell(
     return record
 
 
-def _unfinished(run: Path, epochs: int) -> bool:
-    metrics = run / "metrics.jsonl"
-    if not metrics.is_file():
+def _unfinished(run: Path) -> bool:
+    metrics, config = run / "metrics.jsonl", run / "config.json"
+    if not metrics.is_file() or not config.is_file():
         return True
     lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    return not lines or lines[-1]["epoch"] < epochs
+    return not lines or lines[-1]["epoch"] < json.loads(config.read_text())["epochs"]
 
 
 def _cell_text(values: list[float]) -> str:
@@ -250,7 +268,6 @@ def write_tables(
     methods: tuple[str, ...],
     seeds: tuple[int, ...],
     cells: dict,
-    recipe: dict,
 ) -> None:
     """results/<dataset>.md (tables, commands, configs, versions) and <dataset>.csv (one row per cell)."""
     buf = io.StringIO()
@@ -264,6 +281,7 @@ def write_tables(
     _write(out / f"{dataset}.csv", buf.getvalue())
     table, diffs = summary_tables(grid, methods, seeds, cells)
     n = len(seeds)
+    first = cells[(methods[0], grid[0], seeds[0])]
     md = [
         f"# {dataset}: test mAP (%) with a proportion p of known labels, {n} seed(s) ({', '.join(map(str, seeds))})",
         "",
@@ -280,16 +298,17 @@ def write_tables(
         " regular or EMA weights of any epoch); test labels untouched; mAP over test images, classes without"
         " positives excluded.",
         "",
-        f"Recipe: `{json.dumps({k: v for k, v in recipe.items() if k not in {'grid', 'methods', 'seeds'}})}`",
-        "",
         "## Commands and resolved configs",
         "",
-        "Every cell's commands and its run's `config.json` are in `"
-        + str(out / dataset / "cells")
-        + "/*.json` (keys `commands`, `config`). The commands of the first cell:",
+        f"Every cell's commands and its run's resolved `config.json` are in `{out / dataset / 'cells'}/*.json`"
+        " (keys `commands`, `config`). The first cell's commands and `pu`'s resolved config:",
         "",
         "```",
-        *next(iter(cells.values()))["commands"],
+        *first["commands"],
+        "```",
+        "",
+        "```json",
+        json.dumps(cells[("pu", grid[0], seeds[0])]["config"] if "pu" in methods else first["config"], indent=1),
         "```",
         "",
         "## Versions",
@@ -333,11 +352,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--model", default=None)
     parser.add_argument("--train-arg", action="append", default=[], help="extra `pumlc train` argument")
+    parser.add_argument("--report", action="store_true", help="only tabulate the seeds already finished")
     args = parser.parse_args(argv)
     recipe = RECIPES[args.dataset]
     grid = tuple(float(x) for x in args.grid.split(",")) if args.grid else tuple(recipe["grid"])
     seeds = _ints(args.seeds) if args.seeds else tuple(recipe["seeds"])
     methods = tuple(args.methods.split(",")) if args.methods else tuple(recipe["methods"])
+    if args.report:
+        report_finished(args.out, args.dataset, grid, methods)
+        return
     overrides = {k: v for k, v in (("epochs", args.epochs), ("model", args.model)) if v is not None}
     device = args.device
     if device == "auto":

@@ -105,6 +105,10 @@ def test_reproduce_grid_one_protocol_over_seeds(synth_root: Path, tmp_path: Path
     stamp = (tmp_path / "synth" / "cells" / "p0.5-s1-pu.json").stat().st_mtime_ns
     main(_grid_args(synth_root, tmp_path))  # finished cells are never retrained
     assert (tmp_path / "synth" / "cells" / "p0.5-s1-pu.json").stat().st_mtime_ns == stamp
+    (tmp_path / "synth" / "cells" / "p0.5-s1-bce-an.json").unlink()  # as if seed 1 were still running
+    main([*_grid_args(synth_root, tmp_path), "--report"])
+    partial = (tmp_path / "synth.md").read_text()
+    assert "1 seed(s) (0)" in partial and ("1/1 wins" in partial or "0/1 wins" in partial)
 
 
 def test_real_dataset_needs_pretrained_weights(tmp_path: Path) -> None:
