@@ -226,6 +226,20 @@ def _unfinished(run: Path) -> bool:
     return not lines or lines[-1]["epoch"] < json.loads(config.read_text())["epochs"]
 
 
+def _best_epoch(run: Path) -> int | str:
+    """The epoch `best.pt` holds, as the trainer picks it (first strict maximum of val mAP, regular or EMA)."""
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        return ""
+    best, epoch = -1.0, ""
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        value = max((record.get(k) or -1.0) for k in ("val_mAP", "val_mAP_ema")) if record else -1.0
+        if value > best:
+            best, epoch = value, record["epoch"]
+    return epoch
+
+
 def _cell_text(values: list[float]) -> str:
     mean, sd = mean_sd(values)
     return f"{mean:.1f}" if sd is None else f"{mean:.1f} ± {sd:.1f}"
@@ -275,9 +289,8 @@ def write_tables(
     writer.writerow(["method", "p", "seed", "test_mAP_best", "test_mAP_last", "best_epoch", "best_weights"])
     for (method, p, seed), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         best = cell["best"]
-        writer.writerow(
-            [method, p, seed, best["mAP"], cell["last"]["mAP"], best.get("epoch", ""), best.get("weights", "")]
-        )
+        epoch = _best_epoch(Path(cell["config"]["out"]))
+        writer.writerow([method, p, seed, best["mAP"], cell["last"]["mAP"], epoch, best.get("weights", "")])
     _write(out / f"{dataset}.csv", buf.getvalue())
     table, diffs = summary_tables(grid, methods, seeds, cells)
     n = len(seeds)

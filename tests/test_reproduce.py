@@ -102,6 +102,7 @@ def test_reproduce_grid_one_protocol_over_seeds(synth_root: Path, tmp_path: Path
     with open(tmp_path / "synth.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4 and {r["seed"] for r in rows} == {"0", "1"}
+    assert {r["best_epoch"] for r in rows} == {"1"} and {r["best_weights"] for r in rows} <= {"regular", "ema"}
     stamp = (tmp_path / "synth" / "cells" / "p0.5-s1-pu.json").stat().st_mtime_ns
     main(_grid_args(synth_root, tmp_path))  # finished cells are never retrained
     assert (tmp_path / "synth" / "cells" / "p0.5-s1-pu.json").stat().st_mtime_ns == stamp
