@@ -10,10 +10,10 @@ entries, so it means the same for any model:
   ratio of the two upper-tail shares, with equality where negatives no longer reach. π̂ is the smallest ratio over
   thresholds that keep a fair share (`MIN_TAIL`) of the positives above them (the mixture-proportion estimator of
   Scott/Blanchard; Elkan–Noto's idea of learning the labelling rate from the labelled positives).
-- An entry's calibrated score is the estimated precision of its class's candidates above the observed positive
-  just below it: π̂·tail_pos/tail_cand at that threshold, clipped to 1 and made non-decreasing in the score.
-  Accepting every suggestion of a class with score ≥ S therefore gives an estimated precision of about S or more,
-  and scores compare across classes.
+- An entry's calibrated score is its estimated probability of being a hidden positive: P(observed positive | score)
+  is fitted per class by isotonic regression, and Elkan–Noto's correction with the label frequency that π̂ implies
+  turns it into the posterior of an unlabelled entry. It keeps the model's order within a class, compares across
+  classes, and accepting every suggestion with score ≥ S gives an estimated precision of at least S.
 - Wrong positives mirror this: observed positives scoring like the candidates (low), with the candidates standing
   in for the negatives.
 """
@@ -52,27 +52,41 @@ def mixture_share(reference: np.ndarray, mixture: np.ndarray, min_tail: float = 
     return float(min(1.0, (num / den).min()))
 
 
-def tail_precision(reference: np.ndarray, mixture: np.ndarray, share: float) -> np.ndarray:
-    """For each mixture score s: the estimated precision share·tail_ref(t)/tail_mix(t) of the mixture entries
-    above t, the highest reference score ≤ s (everything below the lowest), clipped to 1, non-decreasing in s.
+def isotonic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares non-decreasing fit of y on x (pool adjacent violators), evaluated at every x."""
+    uniq, inverse = np.unique(x, return_inverse=True)
+    sums = np.bincount(inverse, weights=y, minlength=uniq.size)
+    counts = np.bincount(inverse, minlength=uniq.size).astype(float)
+    means: list[float] = []
+    weights: list[float] = []
+    sizes: list[int] = []
+    for total, count in zip(sums.tolist(), counts.tolist(), strict=True):
+        mean, weight, size = total / count, count, 1
+        while means and means[-1] > mean:
+            m, w, n = means.pop(), weights.pop(), sizes.pop()
+            mean, weight, size = (m * w + mean * weight) / (w + weight), w + weight, n + size
+        means.append(mean)
+        weights.append(weight)
+        sizes.append(size)
+    return np.repeat(means, sizes)[inverse]
 
-    Thresholds sit on reference scores so a tail never holds zero reference entries: a candidate scoring above
-    every observed positive is judged by the tail of the top positive, not declared impossible.
+
+def local_posterior(reference: np.ndarray, mixture: np.ndarray, share: float) -> np.ndarray:
+    """For each mixture score: the estimated probability that it comes from the reference distribution.
+
+    g(s) = P(reference | s) is fitted isotonically over both samples; with the label frequency
+    c = n_ref / (n_ref + share·n_mix) that `share` implies, Elkan & Noto's weight g(1−c) / (c(1−g)) is the
+    posterior of a mixture entry (clipped to 1). It is non-decreasing in s, so a class keeps the model's order.
     """
+    ref = np.asarray(reference, dtype=float)
     mix = np.asarray(mixture, dtype=float)
-    if mix.size == 0 or not np.isfinite(share):
+    if mix.size == 0 or ref.size == 0 or not np.isfinite(share):
         return np.full(mix.shape, np.nan)
-    ref = np.sort(np.asarray(reference, dtype=float))
-    mix_sorted = np.sort(mix)
-    below = np.searchsorted(ref, mix, side="right") - 1  # index of the highest reference score ≤ s, or -1
-    threshold = np.where(below >= 0, ref[np.maximum(below, 0)], -np.inf)
-    tail_ref = (ref.size - np.searchsorted(ref, threshold, side="left")) / ref.size
-    tail_mix = (mix.size - np.searchsorted(mix_sorted, threshold, side="left")) / mix.size
-    raw = np.minimum(1.0, share * tail_ref / tail_mix)
-    order = np.argsort(mix, kind="stable")
-    lifted = np.empty_like(raw)
-    lifted[order] = np.maximum.accumulate(raw[order])
-    return lifted
+    g = isotonic(np.concatenate([ref, mix]), np.concatenate([np.ones(ref.size), np.zeros(mix.size)]))[ref.size :]
+    c = ref.size / (ref.size + share * mix.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        odds = np.where(g < 1, g / (1 - g), np.inf)
+    return np.minimum(1.0, odds * (1 - c) / c)
 
 
 @dataclass
@@ -132,8 +146,8 @@ def audit_scores(probs: np.ndarray, observed: np.ndarray, min_tail: float = MIN_
         s_pos, s_cand = probs[pos, j], probs[~pos, j]
         missing = mixture_share(s_pos, s_cand, min_tail)
         wrong = mixture_share(-s_cand, -s_pos, min_tail)
-        suspicion[~pos, j] = tail_precision(s_pos, s_cand, missing)
-        suspicion[pos, j] = tail_precision(-s_cand, -s_pos, wrong)
+        suspicion[~pos, j] = local_posterior(s_pos, s_cand, missing)
+        suspicion[pos, j] = local_posterior(-s_cand, -s_pos, wrong)
         estimates.append(ClassEstimate(int(pos.sum()), int((~pos).sum()), missing, wrong))
     return Audit(probs, observed, suspicion, estimates)
 

@@ -117,12 +117,14 @@ def relabel(prepared, audit_csv: Path, out: Path, sel: Selection, force: bool = 
         raise PumlcError(f"{out}: is the source folder; relabel writes a new one")
     accepted = select(read_suggestions(audit_csv, prepared), sel, list(prepared.classes))
     frame = prepared.frame.copy()
+    columns = [f"observed:{c}" for c in prepared.classes]
+    observed = frame[columns].to_numpy(dtype=np.int8, copy=True)
     counts: dict[str, dict[str, int]] = {}
     for s in accepted:
-        name = prepared.classes[s.col]
-        frame.iloc[s.row, frame.columns.get_loc(f"observed:{name}")] = np.int8(NEW_VALUE[s.kind])
-        entry = counts.setdefault(name, {"added_positives": 0, "removed_positives": 0})
+        observed[s.row, s.col] = NEW_VALUE[s.kind]
+        entry = counts.setdefault(prepared.classes[s.col], {"added_positives": 0, "removed_positives": 0})
         entry["added_positives" if s.kind == "missing" else "removed_positives"] += 1
+    frame[columns] = observed
     manifest = json.loads(json.dumps(prepared.manifest))
     manifest.setdefault("corruptions", []).append(
         {

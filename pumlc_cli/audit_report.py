@@ -13,6 +13,7 @@ import numpy as np
 from pumlc_cli.audit import KINDS, Audit, truth_report
 
 CSV_COLUMNS = ("kind", "rank", "image", "split", "class", "score", "prob", "observed")
+IMAGE_WIDTH = 34  # image paths in the tables keep their end (the file name) so rows fit 80 columns
 
 
 def suggestions(audit: Audit, images: list[str], splits: list[str], classes: list[str], floor: float) -> list[dict]:
@@ -95,9 +96,9 @@ def render(report: dict[str, Any], top: int) -> None:
         table = Table(title=f"{title} (top {top}, score ≥ {report['floor']:g})", header_style="bold")
         for col in ("rank", "image", "class", "score", "prob", "obs"):
             table.add_column(col, justify="left" if col in {"image", "class"} else "right")
-        for r in rows:  # the file name only, to fit 80 columns; --csv/--json hold the full relative path
-            name = Path(r["image"]).name
-            table.add_row(str(r["rank"]), name, r["class"], f"{r['score']:.3f}", f"{r['prob']:.3f}", _obs(r))
+        for r in rows:
+            image = _tail(r["image"], IMAGE_WIDTH)
+            table.add_row(str(r["rank"]), image, r["class"], f"{r['score']:.3f}", f"{r['prob']:.3f}", _obs(r))
         if rows:
             console.print(table)
         else:
@@ -167,6 +168,11 @@ def plot_audit(path: Path, report: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format=(path.suffix.lstrip(".") or "png"))
     plt.close(fig)
+
+
+def _tail(text: str, width: int) -> str:
+    """`…` + the last characters: the end of a path tells images apart; --csv/--json hold the whole path."""
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 def _obs(row: dict) -> str:

@@ -91,3 +91,18 @@ def test_truth_report_scores_a_perfect_ranking_as_perfect() -> None:
     assert report["missing"]["at"]["1000"]["recall"] == pytest.approx(min(1000, hidden) / hidden)
     assert "wrong" not in report  # no observed positive is truly negative
     assert report["missing_rate_mae"] < 0.1  # the sampling error of a few hundred positives
+
+
+def test_calibrated_scores_match_the_hidden_share_on_a_synthetic_score_model() -> None:
+    rng = np.random.default_rng(5)
+    n = 50_000
+    y = rng.random(n) < 0.2
+    s = np.where(y, rng.beta(6, 2, n), rng.beta(1, 6, n))  # overlapping classes: calibration has work to do
+    labelled = y & (rng.random(n) < 0.4)
+    audit = audit_scores(s[:, None], labelled.astype(np.int8)[:, None])
+    score, hidden = audit.suspicion[~labelled, 0], y[~labelled]
+    for lo, hi in ((0.0, 0.2), (0.2, 0.6), (0.6, 0.9), (0.9, 1.01)):
+        band = (score >= lo) & (score < hi)
+        assert band.sum() > 100
+        assert abs(score[band].mean() - hidden[band].mean()) < 0.1
+    assert score.sum() == pytest.approx(hidden.sum(), rel=0.1)  # expected count = the hidden positives

@@ -168,7 +168,7 @@ def _score_and_report(
         "checkpoint": str(ckpt),
         "data": str(prepared.path),
         "split": opts.split,
-        "weights": selected_weights(payload),
+        "weights": "val-selected, per fold" if plan else selected_weights(payload),
         "folds": opts.folds,
         "folds_dir": str(plan.root) if plan else None,
     }
