@@ -1,14 +1,19 @@
-"""Resolved training options: one dataclass, written to RUN/config.json so any run can be repeated from it."""
+"""Training options: one pydantic model that validates flags and `--config` files alike, saved as RUN/config.json.
+
+Why one model: a value is checked the same way whichever way it arrives (types, choices, ranges, finite floats),
+so a config file can never start a run that the same flags would refuse. The choice types (`Literal`) are shared
+with the Typer signature of `pumlc train`, so `--help` lists exactly the values this model accepts.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
 from pumlc_cli.errors import PumlcError
 
@@ -17,53 +22,93 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+RecipeName = Literal["paper"]
+LossName = Literal["pu", "bce-an", "bce-known", "asl", "wan", "epr", "ll-r", "role"]
+TrainPolicy = Literal["all", "last", "branches"]
+HeadName = Literal["linear", "semantic"]
+OptimizerName = Literal["adam", "adamw"]
+AmpMode = Literal["auto", "none", "bf16", "fp16"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+ValUnknown = Literal["auto", "ignore", "negative"]
 
-@dataclass
-class TrainConfig:
-    """Every option of `pumlc train`; field names equal the flag names with `-` → `_`."""
 
-    data: str = ""
-    out: str = ""
-    loss: str = "pu"
-    model: str = "resnet101"
-    local_global: bool = True
-    head: str = "linear"
-    class_embeddings: str | None = None
-    pretrained: bool = False
-    pretrained_path: str | None = None
-    train_policy: str = "last"
-    freeze_bn: bool | None = None
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    pct_start: float = 0.2
-    image_size: int = 448
-    scale_size: int = 512
-    amp: str = "auto"
-    ema_decay: float = 0.9997
-    grad_clip: float = 10.0
-    channels_last: bool = True
-    compile: bool = False
-    workers: int = field(default_factory=lambda: default_workers())
-    seed: int = 0
-    device: str = "auto"
-    gpus: int = 1
-    nproc: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 0
-    resume: bool = False
-    alpha: float | None = None
-    gamma: float | None = None
-    mixup_weight: float = 1.0
-    mixup_beta: float = 0.3
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    val_unknown: str = "auto"
-    tensorboard: bool = False
-    max_steps: int = 0
+def _number(value: Any) -> Any:
+    """Floats accept ints and numeric text (YAML reads `1e-4` as text) but never booleans."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, not {value!r}") from None
+    return value
+
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, BeforeValidator(_number)]
+Bool = Annotated[bool, Strict()]
+Text = Annotated[str, Strict(), Field(min_length=1)]
+
+
+def default_workers() -> int:
+    """Data-loading workers per process: up to 8, never more than the machine's cores."""
+    return min(8, os.cpu_count() or 1)
+
+
+class TrainConfig(BaseModel):
+    """Every option of `pumlc train`; field names equal the flag names with `-` → `_` (`train_policy` is `--train`).
+
+    The defaults are plain fallbacks; `pumlc train` fills the recipe's per-dataset values (pumlc_cli/recipe.py)
+    under the config file and the flags. `None` means "derived": see `resolve` in pumlc_cli/recipe.py.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True, frozen=True)
+
+    data: Text
+    out: Text
+    recipe: RecipeName = "paper"
+    loss: LossName = "pu"
+    model: Text = "resnet101.tv_in1k"
+    local_global: Bool = True
+    head: HeadName = "linear"
+    class_embeddings: Text | None = None
+    pretrained: Bool = True
+    pretrained_path: Text | None = None
+    train_policy: TrainPolicy = "last"
+    freeze_bn: Bool | None = None
+    epochs: Int = Field(41, ge=1)
+    schedule_epochs: Int | None = Field(None, ge=1)
+    batch_size: Int = Field(70, ge=1)
+    lr: Float = Field(1e-4, gt=0)
+    weight_decay: Float = Field(1e-4, ge=0)
+    optimizer: OptimizerName = "adam"
+    pct_start: Float = Field(0.2, gt=0, lt=1)
+    image_size: Int = Field(448, ge=8)
+    scale_size: Int | None = Field(None, ge=8)
+    amp: AmpMode = "auto"
+    ema_decay: Float = Field(0.9997, ge=0, le=1)
+    ema_warmup: Bool = False
+    grad_clip: Float = Field(0.0, ge=0)
+    channels_last: Bool = True
+    compile: Bool = False
+    workers: Int = Field(default_factory=default_workers, ge=0)
+    seed: Int = Field(0, ge=0)
+    device: DeviceName = "auto"
+    gpus: Int = Field(1, ge=1)
+    nproc: Int = Field(1, ge=1)
+    nnodes: Int = Field(1, ge=1)
+    node_rank: Int = Field(0, ge=0)
+    master_addr: Text = "127.0.0.1"
+    master_port: Int = Field(0, ge=0, le=65535)
+    resume: Bool = False
+    alpha: Float | None = Field(None, gt=0)
+    gamma: Float | None = Field(None, ge=0)
+    mixup_weight: Float = Field(1.0, ge=0)
+    mixup_beta: Float = Field(0.3, gt=0)
+    loss_options: dict[str, Any] = Field(default_factory=dict)
+    val_unknown: ValUnknown = "auto"
+    tensorboard: Bool = False
+    max_steps: Int = Field(0, ge=0)
 
     def world_procs_per_node(self) -> int:
         """Processes per node: `--gpus` on CUDA, `--nproc` on CPU (the gloo path CI uses)."""
@@ -77,51 +122,79 @@ class TrainConfig:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        return json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n"
 
 
-def default_workers() -> int:
-    """Data-loading workers per process: up to 8, never more than the machine's cores."""
-    return min(8, os.cpu_count() or 1)
+FIELD_NAMES = frozenset(TrainConfig.model_fields)
 
 
-FIELD_NAMES = {f.name for f in dataclasses.fields(TrainConfig)}
+def flag_name(field: str) -> str:
+    """The command-line spelling of an option, for messages about values given as flags."""
+    return {"train_policy": "--train", "loss_options": "--loss-option"}.get(field, "--" + field.replace("_", "-"))
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML, YAML or JSON file of option names (dashes or underscores); unknown names are an error."""
+    """Read a TOML, YAML or JSON table of option names (dashes or underscores); unknown names are an error."""
     if not path.is_file():
         raise PumlcError(f"{path}: config file not found")
-    text = path.read_text()
+    loaders = {".toml": tomllib.loads, ".yaml": _yaml, ".yml": _yaml, ".json": json.loads}
+    loader = loaders.get(path.suffix)
+    if loader is None:
+        raise PumlcError(f"{path}: config must end in .toml, .yaml, .yml or .json")
     try:
-        if path.suffix == ".toml":
-            raw = tomllib.loads(text)
-        elif path.suffix in {".yaml", ".yml"}:
-            import yaml
-
-            raw = yaml.safe_load(text) or {}
-        elif path.suffix == ".json":
-            raw = json.loads(text)
-        else:
-            raise PumlcError(f"{path}: config must end in .toml, .yaml, .yml or .json")
-    except (ValueError, tomllib.TOMLDecodeError) as err:
-        raise PumlcError(f"{path}: cannot parse config: {err}".splitlines()[0]) from err
-    except ImportError as err:  # pragma: no cover - pyyaml is a dependency
-        raise PumlcError(f"{path}: {err}") from err
-    if not isinstance(raw, dict):
+        raw = loader(path.read_text(encoding="utf-8"))
+    except (ValueError, _YamlError) as err:  # TOML, JSON and UTF-8 decode errors are ValueErrors
+        first = " ".join(str(err).split())
+        raise PumlcError(f"{path}: cannot parse config: {first}") from err
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
         raise PumlcError(f"{path}: config must be a table of option names")
     values = {key.replace("-", "_"): value for key, value in raw.items()}
+    if "train" in values and "train_policy" not in values:  # the flag's own spelling
+        values["train_policy"] = values.pop("train")
     unknown = sorted(set(values) - FIELD_NAMES)
     if unknown:
         raise PumlcError(f"{path}: unknown option(s) {', '.join(unknown)}")
     return values
 
 
-def build_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> TrainConfig:
-    """Defaults < config file < explicitly given flags."""
-    merged = {**file_values, **cli_values}
+class _YamlError(Exception):
+    """Stands for yaml.YAMLError in `except` clauses without importing yaml at start-up."""
+
+
+def _yaml(text: str) -> Any:
+    import yaml
+
     try:
-        return TrainConfig(**merged)
-    except TypeError as err:
-        raise PumlcError(f"bad training options: {err}") from err
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise _YamlError(f"{getattr(err, 'problem', None) or err}{where}") from err
+
+
+def validate_config(values: dict[str, Any], sources: dict[str, str]) -> TrainConfig:
+    """Build the model; the first problem becomes one line naming where the bad value came from.
+
+    `sources` maps a field to its origin ("flag", a config file's path, or a recipe); unknown origins are flags.
+    """
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        origin = sources.get(field, "flag")
+        where = f"{flag_name(field)}" if origin == "flag" else f"{origin}: {field}"
+        given = values.get(field, problem.get("input"))
+        shown = "" if problem["type"] == "missing" else f" (got {_short(given)})"
+        raise PumlcError(f"{where}: {problem['msg'][:1].lower()}{problem['msg'][1:]}{shown}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

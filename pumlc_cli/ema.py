@@ -9,13 +9,17 @@ from torch import nn
 
 
 class ModelEma:
-    """EMA whose decay warms up as min(decay, (1+t)/(10+t)) so short runs are not dominated by the init."""
+    """EMA of every floating-point state tensor with a constant decay, as the released code's ModelEma.
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    `warmup` (not the paper's) uses min(decay, (1+t)/(10+t)) instead, so short runs are not dominated by the init.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, *, warmup: bool = False) -> None:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay = decay
+        self.warmup = warmup
         self.updates = 0
         self._bind(model)
 
@@ -31,7 +35,7 @@ class ModelEma:
     @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
         ema_t = [e for e, _ in self._float_pairs]
         model_t = [m.detach() for _, m in self._float_pairs]
         torch._foreach_lerp_(ema_t, model_t, 1.0 - decay)

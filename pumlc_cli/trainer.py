@@ -7,7 +7,6 @@ follows the same trajectory.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import time
@@ -54,23 +53,19 @@ class Interrupted(Exception):
 def resolve_amp(cfg: TrainConfig, device: torch.device) -> str:
     """`auto` = bf16 on a CUDA card that supports it, full precision on the CPU."""
     if cfg.amp != "auto":
-        if cfg.amp not in {"none", "bf16", "fp16"}:
-            raise PumlcError(f"--amp must be auto, none, bf16 or fp16, not {cfg.amp!r}")
         return cfg.amp
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "none"
 
 
-def loss_options(cfg: TrainConfig, dataset_kind: str) -> dict[str, Any]:
-    """PU's α, γ default to the paper's per-dataset values (VOC for the VOC reader, COCO's otherwise)."""
-    from pumlc_cli.losses import PU_DATASET_DEFAULTS
-
+def loss_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The loss's options; PU's α, γ come from the resolved config (the recipe's per-dataset values unless given)."""
     options: dict[str, Any] = dict(cfg.loss_options)
     if cfg.loss == "pu":
-        defaults = PU_DATASET_DEFAULTS.get(dataset_kind, PU_DATASET_DEFAULTS["coco"])
-        options.setdefault("alpha", cfg.alpha if cfg.alpha is not None else defaults["alpha"])
-        options.setdefault("gamma", cfg.gamma if cfg.gamma is not None else defaults["gamma"])
+        for name in ("alpha", "gamma"):
+            if getattr(cfg, name) is not None:
+                options.setdefault(name, getattr(cfg, name))
     return options
 
 
@@ -142,7 +137,8 @@ class Trainer:
         self.val_loader = shard_loader(
             self.val_set, info, max(1, cfg.batch_size // info.world * 2), workers, persistent=True
         )
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        # The one-cycle schedule spans `schedule_epochs`; the released recipe stops it after `epochs` (41 of 80).
+        self.total_steps = self.steps_per_epoch * (cfg.schedule_epochs or cfg.epochs)
 
         torch.manual_seed(cfg.seed)
         # The semantic head's graph is the co-occurrence of the labels the model may see: observed train labels.
@@ -164,20 +160,19 @@ class Trainer:
                 soft_wrap=True,
             )
         # Frozen BatchNorm is the paper's fine-tuning setting; from random weights the statistics must learn.
-        freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else bool(cfg.pretrained or cfg.pretrained_path)
+        freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else cfg.pretrained
         self.params = set_trainable(self.model, cfg.train_policy, freeze_bn=freeze_bn)
         self.model.to(info.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.ema = ModelEma(self.model, cfg.ema_decay)
+        self.ema = ModelEma(self.model, cfg.ema_decay, warmup=cfg.ema_warmup)
         kind = self.prepared.manifest.get("source", {}).get("reader", "coco")
         self.loss_fn = build_loss(
-            cfg.loss, len(self.classes), dataset=kind, train_labels=train.observed, **loss_options(cfg, kind)
+            cfg.loss, len(self.classes), dataset=kind, train_labels=train.observed, **loss_options(cfg)
         ).to(info.device)
         fused = {"fused": True} if info.device.type == "cuda" else {}
-        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(cfg.optimizer)
-        if opt_cls is None:
-            raise PumlcError(f"--optimizer must be adam or adamw, not {cfg.optimizer!r}")
+        # adam: weight decay added to the gradient (L2), as the released train.py; adamw: decoupled decay.
+        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
         groups = [{"params": self.params}, *self.loss_fn.param_groups(cfg.lr)]  # e.g. ROLE's label estimates
         self.optimizer = opt_cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -215,7 +210,7 @@ class Trainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
-            "config": dataclasses.asdict(self.cfg),
+            "config": self.cfg.as_dict(),
             "classes": self.classes,
             "manifest_hash": self.prepared.manifest_hash,
             "best": self.best,

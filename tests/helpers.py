@@ -52,7 +52,7 @@ def run_cli(*args: object, check: bool = True, subprocess_: bool = False, timeou
 
 
 def train_args(data: Path, out: Path, *extra: str, loss: str = "pu", epochs: int = 2) -> list[str]:
-    """A small CPU run: tiny model, 32 px, batch 16, no workers."""
+    """A small CPU run: tiny model from random weights, 32 px, batch 16, no workers."""
     return [
         "train",
         str(data),
@@ -76,6 +76,7 @@ def train_args(data: Path, out: Path, *extra: str, loss: str = "pu", epochs: int
         "0",
         "--device",
         "cpu",
+        "--no-pretrained",
         "--train",
         "all",
         *extra,

@@ -349,7 +349,7 @@ def test_mixup_penalty_vanishes_for_a_model_linear_in_probability():
     assert mixup_regulariser(model, images, logits, observed, generator=gen).item() > 1e-3
 
 
-def test_mixup_is_deterministic_and_detaches_targets():
+def test_mixup_is_deterministic():
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
     images = torch.randn(6, 3, 2, 2)
     observed = torch.randint(-1, 2, (6, 4))
@@ -376,11 +376,26 @@ def test_mixup_is_deterministic_and_detaches_targets():
     logits = model(images)
     assert mixup_regulariser(model, images, logits, observed, weight=0.0).item() == 0.0
     assert len(calls) == 1
-    # Soft targets are detached: the first forward's logits receive no gradient from the penalty.
-    logits = model(images).detach().requires_grad_(True)
-    mixed, plan = draw_mixup(images, generator=torch.Generator().manual_seed(1))
-    mixup_penalty(model(mixed), logits, observed, plan).backward()
-    assert logits.grad is None
+
+
+def test_mixup_targets_carry_gradient_as_released():
+    """vpu_loss.py's `mixup` builds its soft targets from the undetached output: compare gradients with it."""
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(6, 4)).requires_grad_(True)
+    mixed_logits = (3 * torch.randn(3, 4)).requires_grad_(True)
+    observed = torch.randint(-1, 2, (6, 4))
+    images = torch.randn(6, 3, 2, 2)
+    _, plan = draw_mixup(images, generator=torch.Generator().manual_seed(1))
+    mixup_penalty(mixed_logits, logits, observed, plan).backward()
+    ours = logits.grad.clone(), mixed_logits.grad.clone()
+    logits.grad = mixed_logits.grad = None
+    soft = (observed == 1).float() + torch.sigmoid(logits) * (observed != 1).float()  # released formula
+    mix = plan.lam * soft[plan.first] + (1 - plan.lam) * soft[plan.second]
+    gap = torch.log(mix + 1e-10) - torch.log(torch.sigmoid(mixed_logits) + 1e-10)
+    (gap.pow(2).sum(0) / len(plan.first)).sum().backward()
+    assert ours[0].abs().sum() > 0
+    torch.testing.assert_close(ours[0], logits.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ours[1], mixed_logits.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_mixup_pairs_follow_the_official_halves():

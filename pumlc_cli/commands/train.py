@@ -1,4 +1,4 @@
-"""`pumlc train`: resolve options (defaults < --config file < flags), then train here or under torchrun."""
+"""`pumlc train`: resolve options (recipe < --config file < flags), then train here or under torchrun."""
 
 from __future__ import annotations
 
@@ -10,6 +10,17 @@ from typing import Any
 import typer
 
 from pumlc_cli.atomic import write_text_atomic
+from pumlc_cli.config import (
+    AmpMode,
+    DeviceName,
+    HeadName,
+    LossName,
+    OptimizerName,
+    RecipeName,
+    TrainPolicy,
+    ValUnknown,
+    read_config_file,
+)
 from pumlc_cli.errors import PumlcError
 
 # Options whose change would alter a resumed run's trajectory; everything else (workers, TensorBoard, process
@@ -19,8 +30,11 @@ _RESUME_LOCKED = {
     "model",
     "local_global",
     "head",
+    "class_embeddings",
     "train_policy",
+    "freeze_bn",
     "epochs",
+    "schedule_epochs",
     "batch_size",
     "lr",
     "weight_decay",
@@ -29,6 +43,7 @@ _RESUME_LOCKED = {
     "image_size",
     "scale_size",
     "ema_decay",
+    "ema_warmup",
     "seed",
     "alpha",
     "gamma",
@@ -37,71 +52,115 @@ _RESUME_LOCKED = {
     "loss_options",
     "grad_clip",
 }
+_RECIPE = "recipe"  # shown as the default of options whose value the recipe (or a derivation) sets
 
 
 def train(
     ctx: typer.Context,
     data: Path = typer.Argument(..., help="Prepared folder (from `pumlc prepare`)."),
     out: Path = typer.Option(..., "--out", help="Run folder: last.pt, best.pt, metrics.jsonl, config.json."),
-    loss: str = typer.Option("pu", help="pu, bce-an, bce-known, asl, wan, epr, ll-r."),
-    model: str = typer.Option("resnet101", help="timm backbone name."),
+    recipe: RecipeName = typer.Option(
+        "paper", help="Defaults per dataset kind: the released PU-MLC commands (VOC reader → VOC, else COCO)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the resolved config as JSON and exit; write nothing, build no model."
+    ),
+    loss: LossName = typer.Option("pu", help="Training loss: PU-MLC or a baseline."),
+    model: str | None = typer.Option(
+        None, show_default=_RECIPE, help="timm backbone name (recipe: resnet101.tv_in1k)."
+    ),
     local_global: bool = typer.Option(True, "--local-global/--no-local-global", help="Local-global branches."),
-    head: str = typer.Option("linear", help="Classifier head: linear or semantic (the paper's, label graph)."),
-    class_embeddings: Path | None = typer.Option(None, help="Semantic head: .npy [C, E] class vectors (else learned)."),
-    pretrained: bool = typer.Option(False, help="Load timm's pretrained weights (needs internet)."),
-    pretrained_path: Path | None = typer.Option(None, help="Local backbone state dict to start from."),
-    train_policy: str = typer.Option(
-        "last", "--train", "--train-policy", help="Trainable weights: all | last (paper) | branches."
+    head: HeadName | None = typer.Option(
+        None, show_default=_RECIPE, help="Classifier head (recipe: semantic with the shipped GloVe vectors, or linear)."
+    ),
+    class_embeddings: Path | None = typer.Option(None, help="Semantic head: .npy [C, E] class vectors."),
+    pretrained: bool = typer.Option(
+        True, "--pretrained/--no-pretrained", help="Start from timm's pretrained weights (downloaded once)."
+    ),
+    pretrained_path: Path | None = typer.Option(
+        None, help="Local backbone weights (timm or torchvision layout) instead of the download."
+    ),
+    train_policy: TrainPolicy | None = typer.Option(
+        None,
+        "--train",
+        "--train-policy",
+        show_default=_RECIPE,
+        help="Trainable weights (recipe: last; all without pretrained weights).",
     ),
     freeze_bn: bool | None = typer.Option(
-        None,
-        "--freeze-bn/--no-freeze-bn",
-        help="Frozen BatchNorm (default: on when starting from pretrained weights).",
+        None, "--freeze-bn/--no-freeze-bn", help="Frozen BatchNorm statistics (default: with pretrained weights)."
     ),
-    epochs: int = typer.Option(40, min=1),
-    batch_size: int = typer.Option(32, min=1, help="Global batch size (split across processes)."),
-    lr: float = typer.Option(1e-4, min=0.0, help="Peak learning rate of the one-cycle schedule."),
-    weight_decay: float = typer.Option(1e-4, min=0.0),
-    optimizer: str = typer.Option("adamw", help="adam or adamw."),
-    pct_start: float = typer.Option(0.2, min=0.0, max=1.0, help="One-cycle warm-up share."),
-    image_size: int = typer.Option(448, min=8, help="Training/eval resolution."),
-    scale_size: int = typer.Option(512, min=8, help="Resize before the multi-scale crop."),
-    amp: str = typer.Option("auto", help="auto (bf16 on CUDA, none on CPU), none, bf16, fp16 (GradScaler)."),
-    ema_decay: float = typer.Option(0.9997, min=0.0, max=1.0),
-    grad_clip: float = typer.Option(10.0, min=0.0, help="Max gradient norm; 0 disables."),
+    epochs: int | None = typer.Option(None, show_default=_RECIPE, help="Epochs trained (recipe: 41 COCO, 56 VOC)."),
+    schedule_epochs: int | None = typer.Option(
+        None, show_default=_RECIPE, help="One-cycle schedule length in epochs (recipe: 80; = --epochs from scratch)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, show_default=_RECIPE, help="Global batch size, split across processes (recipe: 70 / 90)."
+    ),
+    lr: float | None = typer.Option(
+        None, show_default=_RECIPE, help="Peak learning rate (recipe: 1e-4 COCO, 4e-5 VOC; 1e-3 from scratch)."
+    ),
+    weight_decay: float | None = typer.Option(
+        None, show_default=_RECIPE, help="Weight decay (recipe: 1e-4, L2 with adam)."
+    ),
+    optimizer: OptimizerName | None = typer.Option(
+        None, show_default=_RECIPE, help="adam (L2 decay, recipe) or adamw (decoupled)."
+    ),
+    pct_start: float | None = typer.Option(None, show_default=_RECIPE, help="One-cycle warm-up share (recipe: 0.2)."),
+    image_size: int | None = typer.Option(None, show_default=_RECIPE, help="Training/eval resolution (recipe: 448)."),
+    scale_size: int | None = typer.Option(
+        None, show_default=_RECIPE, help="Square resize before the random crop (default: 512/448 × size)."
+    ),
+    amp: AmpMode = typer.Option("auto", help="auto = bf16 on CUDA, none on the CPU; fp16 uses a GradScaler."),
+    ema_decay: float | None = typer.Option(
+        None, show_default=_RECIPE, help="EMA decay (recipe: 0.9997 COCO, 0.991 VOC)."
+    ),
+    ema_warmup: bool = typer.Option(False, "--ema-warmup/--no-ema-warmup", help="EMA decay warm-up (not the paper's)."),
+    grad_clip: float | None = typer.Option(
+        None, show_default=_RECIPE, help="Max gradient norm; 0 disables (recipe: 0)."
+    ),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-    workers: int = typer.Option(
-        min(8, os.cpu_count() or 1), min=0, help="Data-loading workers per process (default: cores, at most 8)."
+    workers: int | None = typer.Option(
+        None, show_default=_RECIPE, help="Data-loading workers per process (default: cores, at most 8)."
     ),
     seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="cuda, cpu or auto."),
-    gpus: int = typer.Option(1, min=1, help="GPUs per node; >1 re-launches under torchrun (NCCL)."),
-    nproc: int = typer.Option(1, min=1, help="Processes per node on the CPU (gloo), e.g. to test DDP."),
-    nnodes: int = typer.Option(1, min=1),
-    node_rank: int = typer.Option(0, min=0),
+    device: DeviceName = typer.Option("auto"),
+    gpus: int = typer.Option(1, help="GPUs per node; >1 re-launches under torchrun (NCCL)."),
+    nproc: int = typer.Option(1, help="Processes per node on the CPU (gloo), e.g. to test DDP."),
+    nnodes: int = typer.Option(1),
+    node_rank: int = typer.Option(0),
     master_addr: str = typer.Option("127.0.0.1"),
-    master_port: int = typer.Option(0, min=0, help="0 picks a free port on one node (29500 on several)."),
+    master_port: int = typer.Option(0, help="0 picks a free port on one node (29500 on several)."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN/last.pt exactly."),
-    alpha: float | None = typer.Option(None, help="PU temperature scale α (default per dataset: COCO 1.0, VOC 2.0)."),
-    gamma: float | None = typer.Option(None, help="PU re-balance exponent γ (COCO 0.55, VOC 0.85)."),
-    mixup_weight: float = typer.Option(1.0, min=0.0, help="Weight of PU's mixup regulariser; 0 disables."),
-    mixup_beta: float = typer.Option(0.3, min=0.0, help="Beta(b, b) of the mixup coefficient."),
+    alpha: float | None = typer.Option(
+        None, show_default=_RECIPE, help="PU temperature scale α (recipe: COCO 1.0, VOC 2.0)."
+    ),
+    gamma: float | None = typer.Option(
+        None, show_default=_RECIPE, help="PU re-balance exponent γ (recipe: COCO 0.55, VOC 0.85)."
+    ),
+    mixup_weight: float | None = typer.Option(
+        None, show_default=_RECIPE, help="Weight of PU's mixup regulariser; 0 disables (recipe: 1)."
+    ),
+    mixup_beta: float | None = typer.Option(
+        None, show_default=_RECIPE, help="Beta(b, b) of the mixup coefficient (recipe: 0.3)."
+    ),
     loss_option: list[str] = typer.Option(
         [], "--loss-option", help="Loss-specific KEY=VALUE (repeatable), e.g. gamma_neg=2 for asl."
     ),
-    val_unknown: str = typer.Option("auto", help="Val unknowns: ignore | negative | auto."),
+    val_unknown: ValUnknown = typer.Option("auto", help="Val unknowns: ignored, or negatives when none is known."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
-    max_steps: int = typer.Option(0, min=0, help="Stop (resumably) after this many steps; 0 = no limit."),
+    max_steps: int = typer.Option(0, help="Stop (resumably) after this many steps; 0 = no limit."),
     config: Path | None = typer.Option(None, help="TOML/YAML/JSON file of the same option names."),
 ) -> None:
     """Train PU-MLC or a baseline on a prepared folder; validates on its val split every epoch."""
-    from pumlc_cli.config import build_config, read_config_file
+    from pumlc_cli import load_prepared
+    from pumlc_cli.recipe import resolve
 
     explicit = {
         name: value
         for name, value in ctx.params.items()
-        if name not in {"config", "loss_option"} and ctx.get_parameter_source(name).name == "COMMANDLINE"
+        if name not in {"config", "loss_option", "dry_run"} and ctx.get_parameter_source(name).name == "COMMANDLINE"
     }
     if loss_option:
         explicit["loss_options"] = parse_loss_options(loss_option)
@@ -110,6 +169,7 @@ def train(
         if explicit.get(name) is not None:
             explicit[name] = str(explicit[name])
     file_values: dict[str, Any] = read_config_file(config) if config else {}
+    config_label = str(config) if config else None
     under_torchrun = "LOCAL_RANK" in os.environ
     if not under_torchrun:  # a saved config.json repeats a run; only --resume (or a torchrun parent) resumes one
         file_values.pop("resume", None)
@@ -118,20 +178,28 @@ def train(
         if not (out / "last.pt").is_file():
             raise PumlcError(f"{out / 'last.pt'}: nothing to resume")
         previous = read_config_file(saved)
-        changed = sorted(
-            k
-            for k in _RESUME_LOCKED
-            if k in {**file_values, **explicit} and {**file_values, **explicit}[k] != previous.get(k)
-        )
+        given = {**file_values, **explicit}
+        changed = sorted(k for k in _RESUME_LOCKED if k in given and given[k] != previous.get(k))
         if changed:
             raise PumlcError(f"--resume cannot change {', '.join(changed)} (saved in {saved})")
-        file_values = {**previous, **file_values, "max_steps": 0}
+        file_values, config_label = {**previous, **file_values, "max_steps": 0}, str(saved)
     elif not under_torchrun and (out / "last.pt").exists():
         raise PumlcError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    cfg = build_config(file_values, explicit)
+    prepared = load_prepared(data)
+    resolved = resolve(file_values, explicit, prepared.manifest, prepared.classes, config_file=config_label)
+    cfg = resolved.config
     _check_choices(cfg)
-    if not Path(cfg.data, "manifest.json").is_file():
-        raise PumlcError(f"{cfg.data}: not a prepared folder (no manifest.json); run `pumlc prepare` first")
+    if not under_torchrun:
+        for line in [*resolved.notes, resolved.pu_weights]:
+            if line:
+                print(f"pumlc: {line}", file=sys.stderr)
+    if dry_run:
+        sys.stdout.write(cfg.to_json())
+        return
+    if not under_torchrun and cfg.pretrained and cfg.pretrained_path is None:
+        from pumlc_cli.models import fetch_pretrained
+
+        fetch_pretrained(cfg.model)  # a missing download fails here, before the run folder exists
 
     distributed = cfg.world_procs_per_node() > 1 or cfg.nnodes > 1
     if not under_torchrun:
@@ -171,15 +239,9 @@ def parse_loss_options(items: list[str]) -> dict[str, Any]:
 
 
 def _check_choices(cfg: Any) -> None:
-    from pumlc_cli.losses import LOSS_NAMES, build_loss
+    from pumlc_cli.losses import build_loss
 
-    if cfg.loss not in LOSS_NAMES:
-        raise PumlcError(f"--loss {cfg.loss!r} is not one of {', '.join(LOSS_NAMES)}")
     build_loss(cfg.loss, 2, **cfg.loss_options)  # bad loss options fail here, before the run folder is made
-    if cfg.train_policy not in {"all", "last", "branches"}:
-        raise PumlcError(f"--train-policy must be all, last or branches, not {cfg.train_policy!r}")
-    if cfg.device not in {"auto", "cpu", "cuda"}:
-        raise PumlcError(f"--device must be auto, cpu or cuda, not {cfg.device!r}")
     if cfg.resolved_device() == "cuda":
         import torch
 

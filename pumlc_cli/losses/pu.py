@@ -157,19 +157,17 @@ def mixup_penalty(
 ) -> torch.Tensor:
     """Squared gap between the log-probabilities predicted on mixed images and the mixed soft targets.
 
-    Soft target per entry: 1 for an observed positive, else the model's own (detached) probability on
-    the original image; targets are mixed with the same lambda as the images and compared in log space,
+    Soft target per entry: 1 for an observed positive, else the model's own probability on the original
+    image; targets are mixed with the same lambda as the images and compared in log space,
     log(lam * t1 + (1 - lam) * t2) computed with logaddexp. Normaliser: sum over classes, mean over the
-    mixed images, as in the official code. The official code does not detach the soft targets (so
-    gradient also flows into the first forward pass); we detach them, as the targets are meant to be
-    fixed pseudo-labels.
+    mixed images, as in the official code. As there (vpu_loss.py's `mixup`), the soft targets are not
+    detached: the penalty's gradient also flows into the logits of the original images.
     """
     with torch.autocast(device_type=mixed_logits.device.type, enabled=False):
-        with torch.no_grad():
-            log_target = torch.where(observed == 1, 0.0, F.logsigmoid(logits.float()))
-            log_lam = math.log(plan.lam) if plan.lam > 0 else -math.inf
-            log_rest = math.log1p(-plan.lam) if plan.lam < 1 else -math.inf
-            log_mixed = torch.logaddexp(log_target[plan.first] + log_lam, log_target[plan.second] + log_rest)
+        log_target = torch.where(observed == 1, 0.0, F.logsigmoid(logits.float()))
+        log_lam = math.log(plan.lam) if plan.lam > 0 else -math.inf
+        log_rest = math.log1p(-plan.lam) if plan.lam < 1 else -math.inf
+        log_mixed = torch.logaddexp(log_target[plan.first] + log_lam, log_target[plan.second] + log_rest)
         gap = log_mixed - F.logsigmoid(mixed_logits.float())
         return gap.square().sum(1).mean()
 

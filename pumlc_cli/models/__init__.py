@@ -6,6 +6,7 @@ from pumlc_cli.models.build import (
     LinearHead,
     MultiLabelNet,
     build_model,
+    fetch_pretrained,
     freeze_batchnorm,
     set_trainable,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "MultiLabelNet",
     "SemanticHead",
     "build_model",
+    "fetch_pretrained",
     "convert_local_global",
     "freeze_batchnorm",
     "label_cooccurrence",

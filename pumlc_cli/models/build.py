@@ -67,9 +67,9 @@ def _batchnorm_eval(model: nn.Module) -> None:
 def freeze_batchnorm(model: nn.Module) -> None:
     """Put every BatchNorm in eval mode (running statistics fixed), and keep it so across `.train()` calls.
 
-    The paper fine-tunes with frozen statistics (batches of 4-16 images per GPU are too small for good
-    ones). Affine parameters are frozen by `set_trainable`, except the branches' norms, whose near-zero
-    scale is how a branch grows from nothing. A plain nn.Module (not built here) keeps its `.train()`: call
+    The paper fine-tunes with frozen statistics (its `fix_bn`: batches of 35-45 images per GPU give poorer
+    statistics than ImageNet's). Affine parameters stay trainable wherever `set_trainable` makes their module
+    trainable (layer4 and the head in the paper). A plain nn.Module (not built here) keeps its `.train()`: call
     this again after each `.train()`.
     """
     target = getattr(model, "module", model)  # DDP
@@ -106,14 +106,14 @@ def set_trainable(model: MultiLabelNet, policy: str, *, freeze_bn: bool = True) 
 
     all: every weight; last: the paper's (branches + last stage and everything after it in the backbone,
     e.g. a final 1x1 conv and its norm, + head; earlier stages frozen);
-    branches: branches + head. With `freeze_bn` (the paper's setting) BatchNorm runs on its running
-    statistics and backbone BatchNorm affine parameters are frozen too.
+    branches: branches + head. With `freeze_bn` (the paper's setting) every BatchNorm runs on its running
+    statistics; its affine parameters train when the policy covers them, as in the released train.py, which
+    trains all of layer4 (BatchNorm weight and bias included) while `fix_bn` keeps every BatchNorm in eval mode.
     """
     if policy not in TRAIN_POLICIES:
         raise PumlcError(f"training policy must be one of {', '.join(TRAIN_POLICIES)}, not {policy!r}")
     branch_ids = _branch_parameter_ids(model)
     last_ids = {id(p) for m in last_stage_onwards(model.backbone, model.last_stage) for p in m.parameters()}
-    bn_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
     for p in model.parameters():
         p.requires_grad_(policy == "all")
     for p in model.head.parameters():
@@ -122,8 +122,6 @@ def set_trainable(model: MultiLabelNet, policy: str, *, freeze_bn: bool = True) 
         pid = id(p)
         if pid in branch_ids or (policy == "last" and pid in last_ids):
             p.requires_grad_(True)
-        if freeze_bn and pid in bn_ids and pid not in branch_ids:
-            p.requires_grad_(False)
     if freeze_bn:
         freeze_batchnorm(model)
     else:
@@ -186,10 +184,13 @@ def _create_backbone(name: str, pretrained: bool) -> nn.Module:
     except Exception as err:
         if not pretrained:
             raise
-        raise PumlcError(
-            f"cannot fetch pretrained weights for {name} ({type(err).__name__}); "
-            "download them elsewhere and pass --pretrained-path FILE"
-        ) from err
+        raise PumlcError(f"cannot download {name} weights: pass --pretrained-path FILE or --no-pretrained") from err
+
+
+def fetch_pretrained(name: str) -> None:
+    """Download (or find in timm's cache) the hub weights of `name` now, so a run without network fails before
+    it writes anything; the trainer's own build then reads the cached file."""
+    _create_backbone(name, pretrained=True)
 
 
 def build_model(
@@ -206,7 +207,8 @@ def build_model(
     label_cooccurrence: np.ndarray | None = None,
     class_embeddings: str | Path | None = None,
 ) -> MultiLabelNet:
-    """timm backbone `name` (weights from timm's hub or a local file) + branches beside its 3x3 convs + head.
+    """timm backbone `name` (weights from a local file, else timm's hub when `pretrained`) + branches beside its
+    3x3 convs + head.
 
     Weights are loaded before the branches are added, so a plain backbone state dict fits; the stem is
     left unconverted (its RGB input does not split into heads and it runs at the largest resolution).
@@ -218,9 +220,7 @@ def build_model(
         raise PumlcError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
     if num_classes < 1:
         raise PumlcError(f"number of classes must be positive, not {num_classes}")
-    if pretrained and pretrained_path is not None:
-        raise PumlcError("choose one of --pretrained and --pretrained-path")
-    backbone = _create_backbone(name, pretrained)
+    backbone = _create_backbone(name, pretrained and pretrained_path is None)
     cfg = getattr(backbone, "pretrained_cfg", {}) or {}
     if pretrained_path is not None:
         load_backbone_file(backbone, Path(pretrained_path), name, cfg.get("classifier"))

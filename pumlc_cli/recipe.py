@@ -1,0 +1,168 @@
+"""`--recipe paper`: the released PU-MLC training commands and train.py, per dataset kind, under config and flags.
+
+Precedence: recipe < `--config` file < flags. The dataset kind comes from the prepared folder's manifest: the VOC
+reader gets the VOC command's values, COCO and CSV data the COCO command's. Every value is stated once, here,
+with where it comes from in the released code (TAKELAMAG/PU-MLC, commit 1a4445f):
+
+- README commands: `--b=35` (COCO) / `--b=45` (VOC) per GPU on 2 GPUs → global batch 70 / 90; `--lr=1e-4` / `4e-5`;
+  `--ema=0.9997` / `0.991`; `--Stop_epoch=40` / `55`; `--alpha=1.0 --gamma=0.55` / `--alpha=2.0 --gamma=0.85`;
+  `--scaleSize=512 --cropSize=448`.
+- train.py: `Epochs = 80` for OneCycleLR(pct_start=0.2), the loop breaks when `epoch > Stop_epoch`, so 41 / 56
+  epochs are trained; Adam (L2) with weight_decay 1e-4 over branches + all of layer4 + head; every BatchNorm in
+  eval mode (`fix_bn`); no gradient clipping; mixup Beta(0.3, 0.3), weight 1.
+- helper_functions.ModelEma: a constant decay (no warm-up).
+- Backbone.py + dataloader.py: torchvision's ImageNet ResNet-101 (timm's `resnet101.tv_in1k` is that file), the
+  SSGRL semantic head fed the GloVe class vectors, label graph from the training labels.
+
+Without pretrained weights the fine-tuning parts of the recipe cannot apply (freezing random layers, frozen random
+BatchNorm statistics, a schedule cut at half its length, a fine-tuning learning rate), so the recipe then trains
+every weight with live BatchNorm over a complete one-cycle schedule at a from-scratch learning rate (`FROM_SCRATCH`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pumlc_cli.config import TrainConfig, flag_name, validate_config
+from pumlc_cli.errors import PumlcError
+
+VECTORS_DIR = Path(__file__).resolve().parent.parent / "datasets_meta"
+# Shipped class-name vectors (300-d GloVe, released with PU-MLC; provenance in datasets_meta/README.md).
+CLASS_VECTORS = {"coco": "coco80_glove300.npy", "voc": "voc20_glove300.npy"}
+
+_COMMON: dict[str, Any] = {
+    "model": "resnet101.tv_in1k",
+    "local_global": True,
+    "head": "semantic",
+    "train_policy": "last",
+    "freeze_bn": True,
+    "image_size": 448,
+    "scale_size": 512,
+    "optimizer": "adam",
+    "weight_decay": 1e-4,
+    "pct_start": 0.2,
+    "schedule_epochs": 80,
+    "ema_warmup": False,
+    "grad_clip": 0.0,
+    "mixup_weight": 1.0,
+    "mixup_beta": 0.3,
+}
+PAPER: dict[str, dict[str, Any]] = {
+    "coco": {**_COMMON, "batch_size": 70, "lr": 1e-4, "epochs": 41, "ema_decay": 0.9997, "alpha": 1.0, "gamma": 0.55},
+    "voc": {**_COMMON, "batch_size": 90, "lr": 4e-5, "epochs": 56, "ema_decay": 0.991, "alpha": 2.0, "gamma": 0.85},
+}
+# From random weights: train everything, BatchNorm statistics live, one complete one-cycle schedule (its length
+# follows --epochs), and a learning rate for training from scratch rather than fine-tuning.
+FROM_SCRATCH: dict[str, Any] = {"train_policy": "all", "freeze_bn": False, "schedule_epochs": None, "lr": 1e-3}
+
+
+def dataset_kind(manifest: dict[str, Any]) -> str:
+    """`voc` for the VOC reader; `coco` for COCO and CSV data (the paper publishes values for these two only)."""
+    return "voc" if (manifest.get("source") or {}).get("reader") == "voc" else "coco"
+
+
+def shipped_vectors(classes: list[str]) -> Path | None:
+    """The shipped GloVe vectors when the class list is exactly COCO's 80 or VOC's 20 in their standard order."""
+    from pumlc_cli.meta import coco_classes, voc_classes
+
+    for kind, names in (("coco", coco_classes()), ("voc", voc_classes())):
+        if list(classes) == names:
+            return VECTORS_DIR / CLASS_VECTORS[kind]
+    return None
+
+
+@dataclass
+class Resolved:
+    """The validated config plus the one-line notices a user should see before training starts."""
+
+    config: TrainConfig
+    notes: list[str] = field(default_factory=list)
+    pu_weights: str | None = None  # "α=… γ=… (where they came from)" for a `pu` run
+
+
+def resolve(
+    file_values: dict[str, Any],
+    flag_values: dict[str, Any],
+    manifest: dict[str, Any],
+    classes: list[str],
+    *,
+    config_file: str | None = None,
+) -> Resolved:
+    """Recipe (per dataset kind and weight source) < config file < flags, validated once by TrainConfig."""
+    user = {**file_values, **flag_values}
+    sources = {k: "flag" for k in flag_values} | {
+        k: config_file or "config" for k in file_values if k not in flag_values
+    }
+    recipe = user.get("recipe", "paper")
+    if recipe != "paper":  # let the model word the error
+        validate_config({**user, "recipe": recipe}, sources)
+    kind = dataset_kind(manifest)
+    with_weights = user.get("pretrained", True) is not False or user.get("pretrained_path") is not None
+    base = dict(PAPER[kind])
+    if not with_weights:
+        base.update(FROM_SCRATCH)
+    notes: list[str] = []
+    vectors = shipped_vectors(classes)
+    if vectors is not None:
+        base["class_embeddings"] = str(vectors)
+    elif user.get("class_embeddings") is None and "head" not in user:
+        base["head"] = "linear"
+        notes.append(
+            f"no class vectors for these {len(classes)} classes: linear head "
+            "(pass --class-embeddings FILE.npy for the paper's semantic head)"
+        )
+    for name in base:
+        sources.setdefault(name, f"recipe {recipe}")
+    cfg = validate_config({**base, **user}, sources)
+    cfg = _derive(cfg)
+    if cfg.pretrained_path is not None and not cfg.pretrained:
+        raise PumlcError("--pretrained-path and --no-pretrained contradict each other: choose one")
+    if cfg.epochs > cfg.schedule_epochs:
+        raise PumlcError(
+            f"{flag_name('epochs')} {cfg.epochs} exceeds {flag_name('schedule_epochs')} {cfg.schedule_epochs}, "
+            "the length of the one-cycle schedule"
+        )
+    if cfg.class_embeddings is not None and not Path(cfg.class_embeddings).is_file():
+        raise PumlcError(f"{cfg.class_embeddings}: class embeddings file not found")
+    if not with_weights and cfg.train_policy != "all":
+        notes.append(f"warning: --train {cfg.train_policy} without pretrained weights keeps random layers frozen")
+    pu = _pu_weights(cfg, kind, manifest, sources) if cfg.loss == "pu" else None
+    return Resolved(cfg, notes, pu)
+
+
+def _derive(cfg: TrainConfig) -> TrainConfig:
+    """Values that follow others unless given: the resize before cropping keeps the released 512:448 ratio, the
+    schedule spans the run, BatchNorm statistics are frozen exactly when starting from pretrained weights."""
+    derived: dict[str, Any] = {}
+    if cfg.scale_size is None:
+        derived["scale_size"] = round(cfg.image_size * 512 / 448)
+    if cfg.schedule_epochs is None:
+        derived["schedule_epochs"] = cfg.epochs
+    if cfg.freeze_bn is None:
+        derived["freeze_bn"] = cfg.pretrained
+    return cfg.model_copy(update=derived) if derived else cfg
+
+
+def _pu_weights(cfg: TrainConfig, kind: str, manifest: dict[str, Any], sources: dict[str, str]) -> str:
+    """α and γ of a `pu` run and where each came from (a flag, the config file, the recipe's dataset default)."""
+    reader = (manifest.get("source") or {}).get("reader", "coco")
+    parts = []
+    for name, symbol in (("alpha", "α"), ("gamma", "γ")):
+        if name in cfg.loss_options:
+            value, origin = cfg.loss_options[name], _origin(sources.get("loss_options", "flag"), "loss_options")
+        else:
+            value, origin = getattr(cfg, name), _origin(sources.get(name, "flag"), name)
+        if origin.startswith("recipe"):
+            origin = f"{kind.upper()} dataset default" + (" (CSV data: COCO's values)" if reader == "csv" else "")
+        parts.append(f"{symbol}={value} from {origin}")
+    return "PU loss: " + ", ".join(parts)
+
+
+def _origin(source: str, name: str) -> str:
+    if source == "flag":
+        return flag_name(name)
+    if source.startswith("recipe"):
+        return source
+    return f"config file {source}"

@@ -1,0 +1,186 @@
+"""`--recipe paper`: the resolved config equals the released commands; config files validate like flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import TINY_MODEL, run_cli
+
+# The released code (TAKELAMAG/PU-MLC 1a4445f): README commands + train.py + helper_functions.ModelEma.
+RELEASED_COMMON = {
+    "model": "resnet101.tv_in1k",  # torchvision's ImageNet ResNet-101 file
+    "pretrained": True,
+    "local_global": True,
+    "head": "semantic",
+    "train_policy": "last",  # branches + layer4 + head
+    "freeze_bn": True,  # fix_bn
+    "image_size": 448,  # --cropSize
+    "scale_size": 512,  # --scaleSize
+    "optimizer": "adam",  # torch.optim.Adam(weight_decay=1e-4): L2
+    "weight_decay": 1e-4,
+    "pct_start": 0.2,
+    "schedule_epochs": 80,  # Epochs = 80
+    "ema_warmup": False,
+    "grad_clip": 0.0,
+    "mixup_weight": 1.0,
+    "mixup_beta": 0.3,  # args.mix_alpha
+    "loss": "pu",
+}
+RELEASED = {
+    # --b=35 on 2 GPUs, --lr=1e-4, --Stop_epoch=40 (epochs 0..40), --ema=0.9997, --alpha=1.0, --gamma=0.55
+    "coco": {"batch_size": 70, "lr": 1e-4, "epochs": 41, "ema_decay": 0.9997, "alpha": 1.0, "gamma": 0.55},
+    # --b=45 on 2 GPUs, --lr=4e-5, --Stop_epoch=55, --ema=0.991, --alpha=2.0, --gamma=0.85
+    "voc": {"batch_size": 90, "lr": 4e-5, "epochs": 56, "ema_decay": 0.991, "alpha": 2.0, "gamma": 0.85},
+}
+# The class vectors the released network loads for each dataset (copied into the shared test data, bytes unchanged).
+RELEASED_VECTORS = {"coco": "coco80_glove300.npy", "voc": "voc20_glove300.npy"}
+
+
+@pytest.fixture(scope="module")
+def voc_prepared(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("voc") / "prepared"
+    root = shared_dir / "data" / "voc2007" / "VOCdevkit" / "VOC2007"
+    run_cli("prepare", "voc", "--root", root, "--out", out, "--partial", "0.5")
+    return out
+
+
+@pytest.fixture(scope="module")
+def coco_prepared(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("coco") / "prepared"
+    base = shared_dir / "data" / "coco128"
+    ann, images = base / "annotations" / "instances_train2017.json", base / "train2017"
+    run_cli("prepare", "coco", "--train-ann", ann, "--train-images", images, "--out", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def csv_prepared(synth_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CSV dataset (3 made-up classes) over the synth images."""
+    from pumlc_cli import load_prepared
+
+    prepared = load_prepared(synth_prepared)
+    images = prepared.split_data("train").images[:40]
+    base = tmp_path_factory.mktemp("csv")
+    csv = base / "labels.csv"
+    csv.write_text("image,labels\n" + "".join(f"{img},{'ab'[i % 2]} c\n" for i, img in enumerate(images)))
+    out = base / "prepared"
+    run_cli("prepare", "csv", "--train", csv, "--images", prepared.image_root, "--out", out)
+    return out
+
+
+def dry_run(data: Path, out: Path, *args: object) -> tuple[dict, str]:
+    done = run_cli("train", data, "--out", out, "--dry-run", *args)
+    return json.loads(done.stdout), done.stderr
+
+
+@pytest.mark.parametrize("kind", ["voc", "coco"])
+def test_paper_recipe_equals_released_values(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    data = request.getfixturevalue(f"{kind}_prepared")
+    cfg, err = dry_run(data, tmp_path / "run")
+    expected = {**RELEASED_COMMON, **RELEASED[kind]}
+    assert {k: cfg[k] for k in expected} == expected
+    vectors = Path(cfg["class_embeddings"])
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "class_vectors" / RELEASED_VECTORS[kind]
+    assert vectors.read_bytes() == shared.read_bytes()
+    assert f"α={RELEASED[kind]['alpha']} from {kind.upper()} dataset default" in err
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+def test_flags_beat_config_file_beat_recipe(voc_prepared: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 1e-3\nepochs: 5\ngamma: 0.5\n")  # YAML reads 1e-3 as text; a number all the same
+    cfg, err = dry_run(voc_prepared, tmp_path / "run", "--config", config, "--lr", "2e-3", "--alpha", "3")
+    assert (cfg["lr"], cfg["epochs"], cfg["batch_size"]) == (2e-3, 5, RELEASED["voc"]["batch_size"])
+    assert "α=3.0 from --alpha" in err and f"γ=0.5 from config file {config}" in err
+
+
+def test_without_pretrained_weights_everything_trains(voc_prepared: Path, tmp_path: Path) -> None:
+    cfg, err = dry_run(voc_prepared, tmp_path / "run", "--no-pretrained", "--epochs", "7")
+    assert (cfg["train_policy"], cfg["freeze_bn"], cfg["schedule_epochs"]) == ("all", False, 7)
+    assert "warning" not in err
+    _, err = dry_run(voc_prepared, tmp_path / "run", "--no-pretrained", "--train", "last")
+    assert "warning: --train last without pretrained weights" in err
+
+
+def test_csv_dataset_falls_back_to_linear_head(csv_prepared: Path, tmp_path: Path) -> None:
+    cfg, err = dry_run(csv_prepared, tmp_path / "run")
+    assert cfg["head"] == "linear" and cfg["class_embeddings"] is None
+    assert "linear head" in err and "(CSV data: COCO's values)" in err
+    assert cfg["batch_size"] == RELEASED["coco"]["batch_size"]
+    vectors = tmp_path / "v.npy"
+    np.save(vectors, np.ones((3, 5), dtype=np.float32))
+    cfg, err = dry_run(csv_prepared, tmp_path / "run", "--class-embeddings", vectors)
+    assert cfg["head"] == "semantic" and cfg["class_embeddings"] == str(vectors)
+    assert "linear head" not in err
+
+
+BAD_CONFIGS = [
+    ("a.toml", 'epochs = "many"\n', "epochs: input should be a valid integer"),
+    ("b.toml", "epochs = -3\n", "epochs: input should be greater than or equal to 1"),
+    ("c.yaml", "batch_size: 0\n", "batch_size: input should be greater than or equal to 1"),
+    ("d.toml", "lr = nan\n", "lr: input should be a finite number"),
+    ("e.json", '{"lr": Infinity}\n', "lr: input should be a finite number"),
+    ("f.yaml", "epochs: [1\n", "cannot parse config"),
+    ("g.toml", "epochs = true\n", "epochs: input should be a valid integer"),
+    ("h.toml", "epochs = 1.5\n", "epochs: input should be a valid integer"),
+    ("i.yaml", "optimizer: sgd\n", "optimizer: input should be 'adam' or 'adamw'"),
+    ("j.yaml", "- 1\n- 2\n", "config must be a table of option names"),
+    ("k.toml", "bogus = 1\n", "unknown option(s) bogus"),
+    ("l.json", '{"pretrained": "yes"}\n', "pretrained: input should be a valid boolean"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "message"), BAD_CONFIGS)
+def test_config_values_are_validated_like_flags(
+    synth_prepared: Path, tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    config = tmp_path / name
+    config.write_text(text)
+    run = tmp_path / "run"
+    done = run_cli("train", synth_prepared, "--out", run, "--config", config, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line, no traceback
+    assert done.stderr.startswith(f"pumlc: error: {config}: {message}"), done.stderr
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "-3"], "--epochs: input should be greater than or equal to 1"),
+        (["--lr", "nan"], "--lr: input should be a finite number"),
+        (["--epochs", "81"], "--epochs 81 exceeds --schedule-epochs 80"),
+        (["--no-pretrained", "--pretrained-path", "w.pth"], "--pretrained-path and --no-pretrained contradict"),
+    ],
+)
+def test_flag_values_fail_the_same_way(synth_prepared: Path, tmp_path: Path, flags: list[str], message: str) -> None:
+    done = run_cli("train", synth_prepared, "--out", tmp_path / "run", *flags, check=False)
+    assert done.returncode == 2 and f"pumlc: error: {message}" in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_failed_download_is_one_line_and_writes_nothing(
+    synth_prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what a machine without network sees, without waiting for retries
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    run = tmp_path / "run"
+    done = run_cli("train", synth_prepared, "--out", run, "--model", TINY_MODEL, check=False, subprocess_=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"pumlc: error: cannot download {TINY_MODEL} weights: pass --pretrained-path FILE or --no-pretrained"
+    )
+    assert not run.exists()
+
+
+def test_loss_choices_match_the_registry() -> None:
+    from typing import get_args
+
+    from pumlc_cli.config import LossName
+    from pumlc_cli.losses import LOSS_NAMES
+
+    assert set(get_args(LossName)) == set(LOSS_NAMES)
