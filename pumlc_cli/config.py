@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from pumlc_cli.errors import PumlcError
 
@@ -59,10 +59,10 @@ class TrainConfig(BaseModel):
     """Every option of `pumlc train`; field names equal the flag names with `-` → `_` (`train_policy` is `--train`).
 
     The defaults are plain fallbacks; `pumlc train` fills the recipe's per-dataset values (pumlc_cli/recipe.py)
-    under the config file and the flags. `None` means "derived": see `resolve` in pumlc_cli/recipe.py.
+    under the config file and the flags. `None` means "derived from other values" (see `_derive`).
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
 
     data: Text
     out: Text
@@ -109,6 +109,18 @@ class TrainConfig(BaseModel):
     val_unknown: ValUnknown = "auto"
     tensorboard: Bool = False
     max_steps: Int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _derive(self) -> TrainConfig:
+        """Values that follow others unless given: the resize before cropping keeps the released 512:448 ratio,
+        the one-cycle schedule spans the run, BatchNorm statistics stay frozen exactly with pretrained weights."""
+        if self.scale_size is None:
+            self.scale_size = round(self.image_size * 512 / 448)
+        if self.schedule_epochs is None:
+            self.schedule_epochs = self.epochs
+        if self.freeze_bn is None:
+            self.freeze_bn = self.pretrained
+        return self
 
     def world_procs_per_node(self) -> int:
         """Processes per node: `--gpus` on CUDA, `--nproc` on CPU (the gloo path CI uses)."""

@@ -43,22 +43,24 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 class TrainTransform:
-    """Resize to `scale` (bicubic) → multi-scale random crop → resize to `size` → horizontal flip."""
+    """Square resize to `scale` (bicubic) → random square crop of 1, 7/8, 3/4, 5/8 or 1/2 of it → resize to `size`
+    → horizontal flip."""
 
     def __init__(self, size: int, scale: int) -> None:
         self.size = size
         self.scale = scale
         self.crops = [max(1, round(f * scale)) for f in CROP_FRACTIONS]
 
+    def crop_box(self, gen: torch.Generator) -> tuple[int, int, int, int]:
+        """A square box of one of the crop sizes, as the released loader's RandomChoice of RandomCrop(size)."""
+        side = self.crops[int(torch.randint(len(self.crops), (1,), generator=gen))]
+        x0 = int(torch.randint(self.scale - side + 1, (1,), generator=gen))
+        y0 = int(torch.randint(self.scale - side + 1, (1,), generator=gen))
+        return x0, y0, x0 + side, y0 + side
+
     def __call__(self, img: Image.Image, gen: torch.Generator) -> torch.Tensor:
         img = img.resize((self.scale, self.scale), Image.BICUBIC)
-        # Width and height scales are drawn separately but at most one step apart (a mild aspect jitter).
-        i = int(torch.randint(len(self.crops), (1,), generator=gen))
-        j = min(len(self.crops) - 1, max(0, i + int(torch.randint(-1, 2, (1,), generator=gen))))
-        w, h = self.crops[i], self.crops[j]
-        x0 = int(torch.randint(self.scale - w + 1, (1,), generator=gen))
-        y0 = int(torch.randint(self.scale - h + 1, (1,), generator=gen))
-        img = img.crop((x0, y0, x0 + w, y0 + h)).resize((self.size, self.size), Image.BICUBIC)
+        img = img.crop(self.crop_box(gen)).resize((self.size, self.size), Image.BICUBIC)
         if float(torch.rand(1, generator=gen)) < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return to_tensor(img)

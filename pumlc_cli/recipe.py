@@ -116,7 +116,6 @@ def resolve(
     for name in base:
         sources.setdefault(name, f"recipe {recipe}")
     cfg = validate_config({**base, **user}, sources)
-    cfg = _derive(cfg)
     if cfg.pretrained_path is not None and not cfg.pretrained:
         raise PumlcError("--pretrained-path and --no-pretrained contradict each other: choose one")
     if cfg.epochs > cfg.schedule_epochs:
@@ -130,19 +129,6 @@ def resolve(
         notes.append(f"warning: --train {cfg.train_policy} without pretrained weights keeps random layers frozen")
     pu = _pu_weights(cfg, kind, manifest, sources) if cfg.loss == "pu" else None
     return Resolved(cfg, notes, pu)
-
-
-def _derive(cfg: TrainConfig) -> TrainConfig:
-    """Values that follow others unless given: the resize before cropping keeps the released 512:448 ratio, the
-    schedule spans the run, BatchNorm statistics are frozen exactly when starting from pretrained weights."""
-    derived: dict[str, Any] = {}
-    if cfg.scale_size is None:
-        derived["scale_size"] = round(cfg.image_size * 512 / 448)
-    if cfg.schedule_epochs is None:
-        derived["schedule_epochs"] = cfg.epochs
-    if cfg.freeze_bn is None:
-        derived["freeze_bn"] = cfg.pretrained
-    return cfg.model_copy(update=derived) if derived else cfg
 
 
 def _pu_weights(cfg: TrainConfig, kind: str, manifest: dict[str, Any], sources: dict[str, str]) -> str:

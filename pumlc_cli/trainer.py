@@ -138,7 +138,7 @@ class Trainer:
             self.val_set, info, max(1, cfg.batch_size // info.world * 2), workers, persistent=True
         )
         # The one-cycle schedule spans `schedule_epochs`; the released recipe stops it after `epochs` (41 of 80).
-        self.total_steps = self.steps_per_epoch * (cfg.schedule_epochs or cfg.epochs)
+        self.total_steps = self.steps_per_epoch * int(cfg.schedule_epochs)
 
         torch.manual_seed(cfg.seed)
         # The semantic head's graph is the co-occurrence of the labels the model may see: observed train labels.
@@ -147,8 +147,9 @@ class Trainer:
             cfg.model,
             len(self.classes),
             local_global=cfg.local_global,
-            pretrained=cfg.pretrained,
-            pretrained_path=cfg.pretrained_path,
+            # A resumed run's weights come from last.pt: no download, no weights file needed.
+            pretrained=cfg.pretrained and not cfg.resume,
+            pretrained_path=None if cfg.resume else cfg.pretrained_path,
             head=cfg.head,
             label_cooccurrence=cooccurrence,
             class_embeddings=cfg.class_embeddings,
@@ -160,8 +161,7 @@ class Trainer:
                 soft_wrap=True,
             )
         # Frozen BatchNorm is the paper's fine-tuning setting; from random weights the statistics must learn.
-        freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else cfg.pretrained
-        self.params = set_trainable(self.model, cfg.train_policy, freeze_bn=freeze_bn)
+        self.params = set_trainable(self.model, cfg.train_policy, freeze_bn=bool(cfg.freeze_bn))
         self.model.to(info.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)

@@ -26,7 +26,17 @@ def positive_only(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _trainer(data: Path, out: Path, loss: str) -> Trainer:
-    cfg = TrainConfig(data=str(data), out=str(out), loss=loss, model=TINY_MODEL, batch_size=4, image_size=32, workers=0)
+    cfg = TrainConfig(
+        data=str(data),
+        out=str(out),
+        loss=loss,
+        model=TINY_MODEL,
+        pretrained=False,
+        train_policy="all",
+        batch_size=4,
+        image_size=32,
+        workers=0,
+    )
     return Trainer(cfg, CPU)
 
 

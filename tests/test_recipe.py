@@ -184,3 +184,15 @@ def test_loss_choices_match_the_registry() -> None:
     from pumlc_cli.losses import LOSS_NAMES
 
     assert set(get_args(LossName)) == set(LOSS_NAMES)
+
+
+def test_training_crops_are_square_of_the_released_sizes() -> None:
+    import torch
+
+    from pumlc_cli.data import TrainTransform
+
+    transform, gen = TrainTransform(448, 512), torch.Generator().manual_seed(0)
+    boxes = [transform.crop_box(gen) for _ in range(400)]
+    sides = {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes}
+    assert sides == {(s, s) for s in (512, 448, 384, 320, 256)}  # dataloader.py's randomCropList at scale 512
+    assert all(0 <= x0 and 0 <= y0 and x1 <= 512 and y1 <= 512 for x0, y0, x1, y1 in boxes)

@@ -196,7 +196,7 @@ def train(
     if dry_run:
         sys.stdout.write(cfg.to_json())
         return
-    if not under_torchrun and cfg.pretrained and cfg.pretrained_path is None:
+    if not under_torchrun and not cfg.resume and cfg.pretrained and cfg.pretrained_path is None:
         from pumlc_cli.models import fetch_pretrained
 
         fetch_pretrained(cfg.model)  # a missing download fails here, before the run folder exists
