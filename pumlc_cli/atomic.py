@@ -40,3 +40,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 def write_text_atomic(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,43 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise PumlcError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, i.e. running the file's code: never for a foreign file.
+        raise PumlcError(f"{path}: not a pumlc checkpoint (it holds Python objects that a safe load refuses)") from None
     except Exception as err:  # torch raises many types for a bad file; all mean the same to a user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise PumlcError(f"{path}: not a readable checkpoint ({first})") from err
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else err.__class__.__name__
+        raise PumlcError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PumlcError(f"{path}: not a pumlc checkpoint (no '{FORMAT}' marker)")
+    _check_payload(payload, path)
     return payload
+
+
+def _check_payload(payload: dict[str, Any], path: Path) -> None:
+    """The parts every reader of a checkpoint needs: weights, class names and a plausible config."""
+    require_keys(payload, ("model", "config", "classes"), path, "used")
+    classes, cfg = payload["classes"], payload["config"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise PumlcError(f"{path}: damaged checkpoint ('classes' is not a list of class names)")
+    if not isinstance(cfg, dict):
+        raise PumlcError(f"{path}: damaged checkpoint ('config' is not a table of options)")
+    checks = {
+        "model": lambda v: isinstance(v, str) and bool(v),
+        "image_size": lambda v: type(v) is int and v >= 8,
+        "local_global": lambda v: isinstance(v, bool),
+        "head": lambda v: isinstance(v, str),
+    }
+    for key, ok in checks.items():
+        if key not in cfg or not ok(cfg[key]):
+            raise PumlcError(f"{path}: damaged checkpoint (config {key} = {cfg.get(key)!r} is impossible)")
+    if not isinstance(payload["model"], dict):
+        raise PumlcError(f"{path}: damaged checkpoint ('model' is not a state dict)")
+
+
+def require_keys(payload: dict[str, Any], keys: tuple[str, ...], path: Path, purpose: str) -> None:
+    missing = [k for k in keys if k not in payload]
+    if missing:
+        raise PumlcError(f"{path}: damaged checkpoint, cannot be {purpose} (missing {', '.join(missing)})")
 
 
 def check_classes(payload: dict[str, Any], classes: list[str], path: Path, data: Path) -> None:

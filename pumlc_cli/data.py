@@ -6,16 +6,19 @@ an interrupted epoch resume mid-way with exactly the crops and flips it would ha
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from pumlc_cli.errors import PumlcError
+from pumlc_cli.errors import PumlcError, first_line
+from pumlc_cli.pixels import rgb8
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -24,14 +27,28 @@ CROP_FRACTIONS = (1.0, 0.875, 0.75, 0.625, 0.5)
 
 
 def open_rgb(path: Path, min_side: int | None = None) -> Image.Image:
-    """Open an image as RGB; JPEG draft mode decodes at a reduced size when the target is much smaller."""
+    """Open an image as RGB; JPEG draft mode decodes at a reduced size when the target is much smaller.
+
+    Anything that is not a decodable regular image file is one `PumlcError` naming it: a FIFO or device (which
+    would block the reader), a decompression bomb (Pillow's pixel limit), a truncated or damaged file.
+    """
     try:
-        img = Image.open(path)
-        if min_side is not None and img.format == "JPEG":
-            img.draft("RGB", (min_side, min_side))
-        return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise PumlcError(f"{path}: cannot read image ({err.__class__.__name__}: {err})") from err
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise PumlcError(f"{path}: cannot read image ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise PumlcError(f"{path}: not a regular file")
+    try:
+        with Image.open(path) as img:
+            if min_side is not None and img.format == "JPEG":
+                img.draft("RGB", (min_side, min_side))
+            return rgb8(img)
+    except Image.DecompressionBombError as err:
+        raise PumlcError(f"{path}: refused, too many pixels ({str(err).split('could')[0].strip()})") from None
+    except MemoryError:
+        raise PumlcError(f"{path}: image too large to decode in memory") from None
+    except Exception as err:  # Pillow raises many types (OSError, SyntaxError, struct.error...) for damaged files
+        raise PumlcError(f"{path}: cannot read image ({err.__class__.__name__}: {first_line(str(err))})") from None
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

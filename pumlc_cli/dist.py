@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pumlc_cli.errors import PumlcError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -38,6 +40,17 @@ def setup(device_kind: str) -> DistInfo:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=device)
+
+
+def check_gpus(gpus: int, device_kind: str) -> None:
+    """More than one GPU must exist: asking for several and silently training on one CPU process is refused."""
+    if gpus <= 1:
+        return
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device_kind != "cuda" or visible < gpus:
+        what = f"{visible} CUDA device(s) visible" if visible else f"no CUDA device, {os.cpu_count() or 1} CPU cores"
+        hint = "; for several CPU processes use --nproc" if not visible else ""
+        raise PumlcError(f"--gpus {gpus}: this machine has {what}{hint}")
 
 
 def teardown(info: DistInfo) -> None:

@@ -42,6 +42,8 @@ def cache_one(src: str, dst: str, shorter_side: int) -> str | None:
     """
     from PIL import Image
 
+    from pumlc_cli.pixels import rgb8
+
     try:
         with Image.open(src) as img:
             w, h = img.size
@@ -51,7 +53,7 @@ def cache_one(src: str, dst: str, shorter_side: int) -> str | None:
                 return None
             if not small and img.format == "JPEG":
                 img.draft("RGB", (shorter_side, shorter_side))  # DCT-domain downscale, never below S
-            rgb = img.convert("RGB")
+            rgb = rgb8(img)
         if not small:
             scale = shorter_side / min(w, h)
             size = (shorter_side, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), shorter_side)

@@ -188,3 +188,24 @@ def claim(out: Path, command: str) -> Iterator[None]:
         with suppress(FileNotFoundError):
             path.unlink()
         lock.release()
+
+
+def check_report_files(
+    files: dict[str, Path | None], *, inputs: Iterable[Path | str | None], force: bool
+) -> dict[str, Path | None]:
+    """`check_output_file` for each of a command's report files (flag -> path), and no two the same."""
+    checked = {flag: check_output_file(path, flag, inputs=inputs, force=force) for flag, path in files.items()}
+    check_distinct(checked)
+    return checked
+
+
+def prepared_inputs(folder: Path | str) -> list[Path]:
+    """A prepared folder and the image folders it reads (its cache, the source images), for overlap checks."""
+    folder = Path(folder)
+    found = [folder]
+    try:
+        manifest = json.loads((folder / "manifest.json").read_bytes())
+        found += [Path(d) for d in manifest.get("image_dirs") or [manifest["image_root"]]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return found

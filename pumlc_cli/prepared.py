@@ -344,6 +344,7 @@ def prepare_dataset(
         "source": info,
         "sources": table.sources,
         "image_root": str(Path(table.image_root).resolve()),
+        "image_dirs": [str(Path(d).resolve()) for d in table.image_dirs],
         "classes": list(table.classes),
         "encoding": {"positive": 1, "negative": -1, "unknown": 0},
         "policies": policies,

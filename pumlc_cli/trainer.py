@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pumlc_cli import dist
 from pumlc_cli.atomic import write_text_atomic
-from pumlc_cli.checkpoint import check_classes, load_checkpoint, save_checkpoint
+from pumlc_cli.checkpoint import check_classes, load_checkpoint, require_keys, save_checkpoint
 from pumlc_cli.config import TrainConfig
 from pumlc_cli.data import (
     STREAM_MIXUP,
@@ -33,11 +33,12 @@ from pumlc_cli.data import (
     sample_seed,
 )
 from pumlc_cli.ema import ModelEma
-from pumlc_cli.errors import PumlcError
+from pumlc_cli.errors import PumlcError, first_line
 from pumlc_cli.inference import autocast_context, eval_dataset, predict_probs, shard_loader
 from pumlc_cli.metrics import multilabel_metrics
 
 console = Console(stderr=True)
+RESUME_KEYS = ("ema", "optimizer", "scheduler", "scaler", "epoch", "step_in_epoch", "global_step", "best", "history")
 # In a distributed run ranks agree on a stop request every this many steps (one tiny all-reduce).
 STOP_SYNC_EVERY = 5
 
@@ -83,6 +84,18 @@ def val_targets(observed: np.ndarray, policy: str) -> tuple[np.ndarray, str]:
     if policy == "negative":
         targets[targets == 0] = -1
     return targets, policy
+
+
+def one_cycle_pct(pct_start: float, total_steps: int) -> float:
+    """OneCycleLR divides by each phase's length: the warm-up ends at step pct·T − 1, the anneal runs from there
+    to step T − 1. When either length is zero (e.g. 5 steps at 0.2, or pct 1.0) it divides by zero; the warm-up
+    end then moves by half a step, the smallest change that keeps both phases."""
+    end = pct_start * total_steps - 1
+    if abs(end) < 1e-6:
+        end = 0.5 if total_steps > 1.5 else -0.5
+    if abs(total_steps - 1 - end) < 1e-6:
+        end = total_steps - 1.5
+    return (end + 1) / total_steps
 
 
 def epoch_indices(n: int, global_batch: int, steps: int, seed: int, epoch: int, info: dist.DistInfo) -> list[int]:
@@ -175,24 +188,35 @@ class Trainer:
         opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
         groups = [{"params": self.params}, *self.loss_fn.param_groups(cfg.lr)]  # e.g. ROLE's label estimates
         self.optimizer = opt_cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        total = max(1, self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer,
             max_lr=[group["lr"] for group in self.optimizer.param_groups],
-            total_steps=max(1, self.total_steps),
-            pct_start=cfg.pct_start,
+            total_steps=total,
+            pct_start=one_cycle_pct(cfg.pct_start, total),
         )
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == "fp16")
         self.use_mixup = cfg.loss == "pu" and cfg.mixup_weight > 0
         self.net: torch.nn.Module = self.model
         if info.distributed:
             device_ids = [info.local_rank] if info.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+            # Gradients live in DDP's buckets: defined before wrapping, they become bucket views, and backward
+            # accumulates into them in place. DDP then never copies a gradient whose strides differ from its bucket's
+            # (autograd may return a channels_last 1x1 kernel's gradient in either of two equivalent stride forms),
+            # the cause of its "Grad strides do not match bucket view strides" warning; it also saves that copy.
+            for param in self.model.parameters():
+                if param.requires_grad:
+                    param.grad = torch.zeros_like(param)
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=device_ids, gradient_as_bucket_view=True
+            )
         if cfg.compile:
             self.net = torch.compile(self.net)
 
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
+        self.epoch_loss_sum: float | torch.Tensor = 0.0  # sum of the current epoch's step losses
         self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1, "weights": None}
         self.history: list[dict[str, Any]] = []
         self.stop_signal: int | None = None
@@ -210,6 +234,7 @@ class Trainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "epoch_loss_sum": float(self.epoch_loss_sum),
             "config": self.cfg.as_dict(),
             "classes": self.classes,
             "manifest_hash": self.prepared.manifest_hash,
@@ -220,23 +245,28 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         payload = load_checkpoint(path)
+        require_keys(payload, RESUME_KEYS, path, "resumed")
         check_classes(payload, self.classes, path, Path(self.cfg.data))
         if payload.get("manifest_hash") != self.prepared.manifest_hash:
             raise PumlcError(
                 f"{path}: was trained on a different prepared folder than {self.cfg.data} (manifest differs); "
                 "resume needs the same data"
             )
-        self.model.load_state_dict(payload["model"])
-        self.loss_fn.load_state_dict(payload.get("loss", {}))
-        self.ema.load_state_dict(payload["ema"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.epoch = int(payload["epoch"])
-        self.step_in_epoch = int(payload["step_in_epoch"])
-        self.global_step = int(payload["global_step"])
-        self.best = dict(payload["best"])
-        self.history = list(payload["history"])
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.loss_fn.load_state_dict(payload.get("loss", {}))
+            self.ema.load_state_dict(payload["ema"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.scaler.load_state_dict(payload["scaler"])
+            self.epoch = int(payload["epoch"])
+            self.step_in_epoch = int(payload["step_in_epoch"])
+            self.global_step = int(payload["global_step"])
+            self.epoch_loss_sum = float(payload.get("epoch_loss_sum", 0.0))
+            self.best = dict(payload["best"])
+            self.history = list(payload["history"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise PumlcError(f"{path}: damaged checkpoint, cannot be resumed ({first_line(str(err))})") from None
 
     def _tensorboard(self) -> Any:
         if not self.cfg.tensorboard:
@@ -281,7 +311,7 @@ class Trainer:
                 loss = loss + self.cfg.mixup_weight * mixup_penalty(out[n:], logits, observed, plan)
             else:
                 loss = self.loss_fn(self.net(images), observed, indices)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=not self.info.distributed)  # DDP: keep the bucket views
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -349,11 +379,14 @@ class Trainer:
                     lr=self.scheduler.get_last_lr()[0],
                     ips=0.0,
                 )
-                loss_sum = torch.zeros((), device=info.device)
+                # A resumed epoch carries the loss sum of its steps before the interruption, so train_loss
+                # averages all of the epoch's steps.
+                loss_sum = torch.full((), self.epoch_loss_sum, device=info.device)
                 n_steps = 0
                 t0 = time.perf_counter()
                 for images, observed, indices in self._loader():
                     loss_sum += self._step(images, observed, indices)
+                    self.epoch_loss_sum = loss_sum
                     n_steps += 1
                     self.step_in_epoch += 1
                     self.global_step += 1
@@ -362,13 +395,14 @@ class Trainer:
                         progress.update(
                             task,
                             completed=self.step_in_epoch,
-                            loss=float(loss_sum) / n_steps,
+                            loss=float(loss_sum) / self.step_in_epoch,
                             lr=self.scheduler.get_last_lr()[0],
                             ips=n_steps * cfg.batch_size / max(elapsed, 1e-9),
                         )
                     if self._should_stop():
                         return self._stop(progress)
-                train_loss = float(loss_sum) / max(1, n_steps)
+                train_loss = float(loss_sum) / max(1, self.step_in_epoch)
+                self.epoch_loss_sum = 0.0
                 elapsed = time.perf_counter() - t0
                 self.epoch += 1
                 self.step_in_epoch = 0

@@ -91,3 +91,38 @@ def chance_map(truth: np.ndarray) -> float:
         if (col == 1).any():
             rates.append((col[known] == 1).mean())
     return 100.0 * float(np.mean(rates))
+
+
+def tree_digest(*paths: Path) -> dict[str, str]:
+    """Every file under `paths` (or the file itself) -> sha256 of its bytes, plus each folder; compare two
+    digests to show that a command left its inputs and earlier outputs byte-identical."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    for root in map(Path, paths):
+        if root.is_file():
+            out[str(root)] = hashlib.sha256(root.read_bytes()).hexdigest()
+            continue
+        for path in sorted(root.rglob("*")) if root.exists() else []:
+            if path.is_symlink() or not path.is_file():
+                out[str(path)] = "link" if path.is_symlink() else "dir"
+            else:
+                out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def error_line(done: Done, code: int = 2) -> str:
+    """The one `pumlc: error: ...` line a refused command printed (asserting exit code and that it is one line)."""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("pumlc: error: "), done.stderr[-2000:]
+    return lines[0]
+
+
+def final_error_line(done: Done, code: int = 2) -> str:
+    """Like `error_line` for a command that printed progress first: no traceback, one error line, the last."""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and [line for line in lines if "error" in line.lower()] == lines[-1:]
+    assert lines[-1].startswith("pumlc: error: "), done.stderr[-2000:]
+    return lines[-1]

@@ -34,6 +34,7 @@ def eval_command(
     device: str = typer.Option("auto", help="cuda, cpu or auto."),
     gpus: int = typer.Option(1, min=1, help="Shard across this many GPUs (torchrun)."),
     nproc: int = typer.Option(1, min=1, help="Shard across this many CPU processes (gloo)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing --json/--plot/--save-scores files."),
 ) -> None:
     """Evaluate regular and EMA weights; headline numbers use the weights selected on val during training."""
     import torch
@@ -51,6 +52,13 @@ def eval_command(
     data = data or Path(payload["config"]["data"])
     if not (data / "manifest.json").is_file():
         raise PumlcError(f"{data}: not a prepared folder (no manifest.json); pass --data")
+    from pumlc_cli.outputs import check_report_files, prepared_inputs
+
+    check_report_files(  # before the evaluation, so a bad path never costs its results
+        {"--json": json_file, "--plot": plot, "--save-scores": scores_file},
+        inputs=[ckpt, *prepared_inputs(data)],
+        force=force or "LOCAL_RANK" in os.environ,  # torchrun children follow the parent's check
+    )
     kind = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if decode == "gpu" and (kind != "cuda" or not torch.cuda.is_available()):
         raise PumlcError("--decode gpu needs a CUDA device (use --decode pil on the CPU)")

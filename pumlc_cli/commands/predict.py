@@ -45,6 +45,7 @@ def predict(
     weights: str = typer.Option("best", help="best (val-selected), regular or ema."),
     batch_size: int = typer.Option(32, min=1),
     device: str = typer.Option("auto", help="cuda, cpu or auto."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json/--csv file."),
 ) -> None:
     """Predict labels above the threshold for every readable image."""
     import torch
@@ -58,6 +59,13 @@ def predict(
     if weights not in {"best", "regular", "ema"}:
         raise PumlcError(f"--weights must be best, regular or ema, not {weights!r}")
     files = expand_paths(paths)
+    from pumlc_cli.outputs import check_report_files
+
+    check_report_files(
+        {"--json": json_file, "--csv": csv_file},
+        inputs=[ckpt, *(p for p in paths if not glob.has_magic(p)), *files],
+        force=force,
+    )
     payload = load_checkpoint(ckpt)
     classes = list(payload["classes"])
     kind = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

@@ -141,10 +141,10 @@ def _prepare(read: Callable[[], LabelTable], out: Path, options: dict, inputs: l
     from pumlc_cli.outputs import check_not_input, check_output_folder, claim
 
     spec = _spec(*(options[k] for k in _CORRUPTIONS))
+    target = check_output_folder(out, "--out", inputs=[*inputs, options["noise_file"]])
     _precheck(
         out, *(options[k] for k in ("force", "seed", "val_fraction", "empty_images", "cache_size", "cache_workers"))
     )
-    target = check_output_folder(out, "--out", inputs=[*inputs, options["noise_file"]])
     _check_replaceable(target)
     try:
         with stop_on_signals(), claim(target, "pumlc prepare"):
@@ -152,7 +152,7 @@ def _prepare(read: Callable[[], LabelTable], out: Path, options: dict, inputs: l
 
             remove_stale(target)
             table = read()
-            check_not_input(target, "--out", [table.image_root, *(s["path"] for s in table.sources)])
+            check_not_input(target, "--out", [*table.image_dirs, *(s["path"] for s in table.sources)])
             _finish(table, target, spec, **{k: options[k] for k in _WRITE})
     except Stopped as stop:
         print(f"pumlc: {stop}; nothing was written to {target}", file=sys.stderr)

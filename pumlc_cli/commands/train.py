@@ -201,18 +201,28 @@ def train(
 
         fetch_pretrained(cfg.model)  # a missing download fails here, before the run folder exists
 
-    distributed = cfg.world_procs_per_node() > 1 or cfg.nnodes > 1
-    if not under_torchrun:
+    if under_torchrun:  # the parent checked and claimed the run folder
+        _run(cfg)
+        return
+    from pumlc_cli.outputs import prepared_inputs, resolved
+    from pumlc_cli.run_folder import claim_run_folder
+
+    own_config = config is not None and resolved(config) == resolved(saved)  # the run's config.json is its own
+    inputs = [*prepared_inputs(cfg.data), None if own_config else config, cfg.pretrained_path, cfg.class_embeddings]
+    with claim_run_folder(out, inputs=inputs, resume=resume):
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(saved, cfg.to_json())
-        if distributed:
+        if cfg.world_procs_per_node() > 1 or cfg.nnodes > 1:
             from pumlc_cli.launch import relaunch
 
             code = relaunch(cfg, saved)
             if code:
                 raise typer.Exit(code)
             return
+        _run(cfg)
 
+
+def _run(cfg: Any) -> None:
     from pumlc_cli.trainer import Interrupted, run_training
 
     try:
@@ -247,3 +257,6 @@ def _check_choices(cfg: Any) -> None:
 
         if not torch.cuda.is_available():
             raise PumlcError("--device cuda: no CUDA device is visible")
+    from pumlc_cli.dist import check_gpus
+
+    check_gpus(cfg.gpus, cfg.resolved_device())

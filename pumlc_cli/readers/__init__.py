@@ -35,8 +35,10 @@ class LabelTable:
     image_root: Path
     sources: list[dict] = field(default_factory=list)  # {"role", "path", "sha256"}
     info: dict = field(default_factory=dict)  # reader, class source, policies, reader-specific counts
+    image_dirs: list[Path] = field(default_factory=list)  # the folders images are read from (default: the root)
 
     def __post_init__(self) -> None:
+        self.image_dirs = self.image_dirs or [self.image_root]
         n, c = len(self.images), len(self.classes)
         if self.truth.shape != (n, c):
             raise ValueError(f"truth has shape {self.truth.shape}, expected {(n, c)}")
@@ -53,6 +55,7 @@ class LabelTable:
             image_root=self.image_root,
             sources=self.sources,
             info=self.info,
+            image_dirs=self.image_dirs,
         )
 
 

@@ -203,4 +203,5 @@ def read_coco(
         image_root=root,
         sources=sources,
         info=info,
+        image_dirs=dirs,
     )
