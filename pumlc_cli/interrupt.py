@@ -14,6 +14,7 @@ class Stopped(BaseException):
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted ({signal.Signals(signum).name})")
+        self.signum = signum
         self.code = 128 + signum
 
 

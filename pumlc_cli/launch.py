@@ -44,5 +44,14 @@ def torchrun_command(cfg: TrainConfig, config_path: Path) -> list[str]:
 
 
 def relaunch(cfg: TrainConfig, config_path: Path) -> int:
-    """Run torchrun in the foreground; its exit status becomes ours (Ctrl-C reaches the workers through it)."""
-    return subprocess.call(torchrun_command(cfg, config_path))
+    """Run torchrun in the foreground; its exit status becomes ours. A stop signal is passed on to it (and so to
+    the workers, which save a checkpoint) and waited for, so no process outlives us."""
+    from pumlc_cli.interrupt import Stopped, stop_on_signals
+
+    proc = subprocess.Popen(torchrun_command(cfg, config_path))
+    try:
+        with stop_on_signals():
+            return proc.wait()
+    except Stopped as stop:
+        proc.send_signal(stop.signum)
+        return proc.wait()

@@ -79,7 +79,7 @@ def test_eval_outputs_overlapping_inputs_even_with_force(run, synth_prepared, tm
         watch=(run, synth_prepared),
         expect="lies inside the input",
     )
-    (tmp_path / "alias.json").symlink_to(run / "best.pt")
+    (tmp_path / "alias.json").symlink_to(run / "last.pt")
     refused(*_eval(run, "--json", tmp_path / "alias.json", "--force"), watch=(run,), expect="overwrite a checkpoint")
     same = tmp_path / "same"
     refused(*_eval(run, "--json", same, "--save-scores", same), watch=(run,), expect="given to both --json")
@@ -221,7 +221,7 @@ def test_damaged_checkpoints(run, tmp_path):
     import torch
 
     torch.save({"x": Foreign()}, tmp_path / "foreign.pt")
-    line = refused("predict", tmp_path / "foreign.pt", "x.jpg", watch=(tmp_path,), expect="not a pumlc checkpoint")
+    line = refused("eval", tmp_path / "foreign.pt", watch=(tmp_path,), expect="not a pumlc checkpoint")
     assert "weights_only" not in line
     data = (run / "last.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 3])

@@ -607,3 +607,14 @@ def test_prepared_folder_respects_umask(coco, tmp_path, mask):
     files += list((tmp_path / "p" / "images" / "val2014").iterdir())[:3]
     assert {oct(f.stat().st_mode & 0o777) for f in folders} == {oct(0o777 & ~mask)}
     assert {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~mask)}
+
+
+def test_stats_report_never_overwrites_the_prepared_folder(synth_prepared, tmp_path):
+    for target, expect in [
+        (synth_prepared / "manifest.json", "lies inside the input"),
+        (synth_prepared, "is the input"),
+        (tmp_path / "missing" / "s.json", "does not exist"),
+    ]:
+        refused("stats", synth_prepared, "--json", target, watch=(synth_prepared,), expect=expect)
+    run_cli("stats", synth_prepared, "--json", tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text())["summary"]

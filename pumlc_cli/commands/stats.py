@@ -45,6 +45,10 @@ def stats(
         raise PumlcError(f"--split must be train, val, test or all, got {split!r}")
     if sort not in SORT_KEYS:
         raise PumlcError(f"--sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
+    from pumlc_cli.outputs import check_output_file, prepared_inputs
+
+    # an existing report is replaced as before; the data it describes and its own files never are
+    check_output_file(json_file, "--json", inputs=prepared_inputs(path), force=True)
     prepared = load_prepared(path)
     result = dataset_stats(prepared, split)
     result["per_class"] = sort_rows(result["per_class"], sort)

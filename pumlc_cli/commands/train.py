@@ -204,22 +204,32 @@ def train(
     if under_torchrun:  # the parent checked and claimed the run folder
         _run(cfg)
         return
+    from pumlc_cli.interrupt import Stopped, stop_on_signals
     from pumlc_cli.outputs import prepared_inputs, resolved
     from pumlc_cli.run_folder import claim_run_folder
 
     own_config = config is not None and resolved(config) == resolved(saved)  # the run's config.json is its own
     inputs = [*prepared_inputs(cfg.data), None if own_config else config, cfg.pretrained_path, cfg.class_embeddings]
-    with claim_run_folder(out, inputs=inputs, resume=resume):
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(saved, cfg.to_json())
-        if cfg.world_procs_per_node() > 1 or cfg.nnodes > 1:
-            from pumlc_cli.launch import relaunch
+    try:
+        # until the trainer installs its own handlers (which save a checkpoint), a signal undoes the start
+        with stop_on_signals(), claim_run_folder(out, inputs=inputs, resume=resume):
+            _start(cfg, out, saved)
+    except Stopped as stop:
+        print(f"pumlc: {stop} before training started; nothing was saved", file=sys.stderr)
+        raise typer.Exit(stop.code) from None
 
-            code = relaunch(cfg, saved)
-            if code:
-                raise typer.Exit(code)
-            return
-        _run(cfg)
+
+def _start(cfg: Any, out: Path, saved: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, cfg.to_json())
+    if cfg.world_procs_per_node() > 1 or cfg.nnodes > 1:
+        from pumlc_cli.launch import relaunch
+
+        code = relaunch(cfg, saved)
+        if code:
+            raise typer.Exit(code)
+        return
+    _run(cfg)
 
 
 def _run(cfg: Any) -> None:
