@@ -27,7 +27,7 @@ def is_stdout(path: Path | str | None) -> bool:
     return path is not None and str(path) == STDOUT
 
 
-def resolved(path: Path | str) -> Path:
+def resolved_path(path: Path | str) -> Path:
     """Absolute, symlinks followed (also through a not-yet-existing tail), so aliases of one file compare equal."""
     return Path(os.path.expanduser(str(path))).resolve()
 
@@ -42,7 +42,7 @@ def check_not_input(out: Path, flag: str, inputs: Iterable[Path | str | None]) -
     for raw in inputs:
         if raw is None or is_stdout(raw):
             continue
-        inp = resolved(raw)
+        inp = resolved_path(raw)
         if overlaps(out, inp):
             how = "is" if out == inp else ("contains" if out in inp.parents else "lies inside")
             raise PumlcError(f"{out}: {flag} {how} the input {inp}; outputs never overlap inputs (choose another path)")
@@ -107,7 +107,7 @@ def check_output_file(
     """
     if path is None or is_stdout(path):
         return None
-    out = resolved(path)
+    out = resolved_path(path)
     check_not_input(out, flag, inputs)
     if out.is_dir():
         raise PumlcError(f"{out}: {flag} names a folder; give a file name")
@@ -134,7 +134,7 @@ def check_output_folder(path: Path | str, flag: str, *, inputs: Iterable[Path | 
     and its nearest existing ancestor is a writable folder."""
     if is_stdout(path):
         raise PumlcError(f"{flag} must be a folder, not '-'")
-    out = resolved(path)
+    out = resolved_path(path)
     check_not_input(out, flag, inputs)
     if out.exists() and not out.is_dir():
         raise PumlcError(f"{out}: {flag} is a file, not a folder")

@@ -205,10 +205,10 @@ def train(
         _run(cfg)
         return
     from pumlc_cli.interrupt import Stopped, stop_on_signals
-    from pumlc_cli.outputs import prepared_inputs, resolved
+    from pumlc_cli.outputs import prepared_inputs, resolved_path
     from pumlc_cli.run_folder import claim_run_folder
 
-    own_config = config is not None and resolved(config) == resolved(saved)  # the run's config.json is its own
+    own_config = config is not None and resolved_path(config) == resolved_path(saved)  # the run's own config.json
     inputs = [*prepared_inputs(cfg.data), None if own_config else config, cfg.pretrained_path, cfg.class_embeddings]
     try:
         # until the trainer installs its own handlers (which save a checkpoint), a signal undoes the start
