@@ -148,3 +148,16 @@ def test_bad_input_gives_one_line_and_writes_nothing(audited, trained, synth_pre
         args = ("relabel", synth_prepared, "--from", bad, "--out", new, "--accept-top", "5")
         line = _one_line(run_cli(*args, check=False))
         assert "line 3" in line and expect in line and not new.exists()
+
+
+def test_audit_sharded_over_two_processes_matches(trained: Path, audited, tmp_path: Path) -> None:
+    _, single = audited
+    two = tmp_path / "two.json"
+    run_cli("audit", trained, "--nproc", "2", "--json", two, *FAST, subprocess_=True)
+    sharded = json.loads(two.read_text())
+    assert sharded["n_images"] == single["n_images"]
+    one = {(s["kind"], s["image"], s["class"]): s["prob"] for s in single["suggestions"]}
+    both = {(s["kind"], s["image"], s["class"]): s["prob"] for s in sharded["suggestions"]}
+    common = set(one) & set(both)  # a score on the --floor may land either side of it by rounding
+    assert len(common) >= 0.99 * max(len(one), len(both)) > 0
+    assert max(abs(one[k] - both[k]) for k in common) < 1e-4  # every image scored once, by the same weights
