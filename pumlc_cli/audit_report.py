@@ -13,7 +13,7 @@ import numpy as np
 from pumlc_cli.audit import KINDS, Audit, truth_report
 
 CSV_COLUMNS = ("kind", "rank", "image", "split", "class", "score", "prob", "observed")
-IMAGE_WIDTH = 34  # image paths in the tables keep their end (the file name) so rows fit 80 columns
+IMAGE_WIDTH = 32  # image paths in the tables keep their end (the file name) so rows fit 80 columns
 
 
 def suggestions(audit: Audit, images: list[str], splits: list[str], classes: list[str], floor: float) -> list[dict]:
@@ -94,11 +94,10 @@ def render(report: dict[str, Any], top: int) -> None:
     for kind, title in (("missing", "suspected missing positives"), ("wrong", "suspected wrong positives")):
         rows = [r for r in report["suggestions"] if r["kind"] == kind][:top]
         table = Table(title=f"{title} (top {top}, score ≥ {report['floor']:g})", header_style="bold")
-        for col in ("rank", "image", "class", "score", "prob", "obs"):
+        for col in ("rank", "image", "class", "score", "obs"):
             table.add_column(col, justify="left" if col in {"image", "class"} else "right")
-        for r in rows:
-            image = _tail(r["image"], IMAGE_WIDTH)
-            table.add_row(str(r["rank"]), image, r["class"], f"{r['score']:.3f}", f"{r['prob']:.3f}", _obs(r))
+        for r in rows:  # the model's own score (`prob`) is in --csv/--json
+            table.add_row(str(r["rank"]), _tail(r["image"], IMAGE_WIDTH), r["class"], f"{r['score']:.3f}", _obs(r))
         if rows:
             console.print(table)
         else:
