@@ -88,8 +88,9 @@ def test_train_last_covers_everything_after_the_last_stage(name: str) -> None:
         assert all(p.requires_grad and p.grad is not None for _, p in params), prefix
     frozen = ("backbone.conv_stem.", "backbone.bn1.", "backbone.blocks.0.")
     assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith(frozen))
-    set_trainable(model, "last")  # frozen BatchNorm: the final 1x1 conv still trains
-    assert model.backbone.conv_head.weight.requires_grad
+    set_trainable(model, "last")  # frozen statistics: the tail's conv and BatchNorm affine still train
+    assert model.backbone.conv_head.weight.requires_grad and model.backbone.bn2.weight.requires_grad
+    assert not model.backbone.bn2.training
 
 
 def test_branches_beside_stage_convs_only() -> None:
