@@ -78,7 +78,7 @@ def test_branches_skip_depthwise_and_grouped_convs() -> None:
 @pytest.mark.parametrize("name", ["test_efficientnet", "mobilenetv2_035"])
 def test_train_last_covers_everything_after_the_last_stage(name: str) -> None:
     model = build_model(name, 3, local_global=False)
-    last = model.last_stage  # the final stage timm's feature_info reports, e.g. blocks.6
+    last = model.last_stage  # the last feature point timm's feature_info reports, e.g. blocks.6
     set_trainable(model, "last", freeze_bn=False)
     model.train()
     model(torch.randn(2, 3, 32, 32)).sum().backward()
@@ -86,7 +86,7 @@ def test_train_last_covers_everything_after_the_last_stage(name: str) -> None:
         params = [(n, p) for n, p in model.named_parameters() if n.startswith(prefix)]
         assert params, prefix
         assert all(p.requires_grad and p.grad is not None for _, p in params), prefix
-    frozen = ("backbone.conv_stem.", "backbone.bn1.", "backbone.blocks.0.")
+    frozen = ("backbone.conv_stem.", "backbone.bn1.", "backbone.blocks.0.", f"backbone.{model.previous_stage}.")
     assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith(frozen))
     set_trainable(model, "last")  # frozen statistics: the tail's conv and BatchNorm affine still train
     assert model.backbone.conv_head.weight.requires_grad and model.backbone.bn2.weight.requires_grad

@@ -38,12 +38,20 @@ class MultiLabelNet(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, head: nn.Module, *, last_stage: str, branches: int, branches_skipped: int = 0
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        *,
+        last_stage: str,
+        branches: int,
+        branches_skipped: int = 0,
+        previous_stage: str | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.last_stage = last_stage
+        self.last_stage = last_stage  # the module of the last feature point (timm's feature_info[-1])
+        self.previous_stage = previous_stage  # the one before it: `--train last` trains what runs after it
         self.branches = branches
         self.branches_skipped = branches_skipped  # grouped/depthwise 3x3 convs left without a branch
         self.frozen_bn = False
@@ -83,22 +91,32 @@ def _branch_parameter_ids(model: nn.Module) -> set[int]:
     return {id(p) for m in model.modules() if isinstance(m, GlobalBranch) for p in m.parameters()}
 
 
-def last_stage_onwards(backbone: nn.Module, stage: str) -> list[nn.Module]:
-    """The module at dotted path `stage` and every module registered after it on the way up to `backbone`.
+def modules_after(backbone: nn.Module, path: str) -> list[nn.Module]:
+    """Every module registered after the one at dotted `path`, at each level on the way up to `backbone`.
 
-    timm registers a CNN's modules in execution order, so for the last stage of `feature_info` these are
-    what runs after it: ResNet's layer4 (then pooling), EfficientNet/MobileNetV2's last block then
-    `conv_head` and `bn2`, ConvNeXt's last stage then `norm_pre` and `head`, RegNet's `s4` then
-    `final_conv`. No per-family name lists.
+    timm registers a CNN's modules in execution order, so these are what runs after that point.
     """
     modules: list[nn.Module] = []
     parent = backbone
-    for name in stage.split("."):
+    for name in path.split("."):
         children = list(parent.named_children())
         position = [n for n, _ in children].index(name)
         modules += [m for _, m in children[position + 1 :]]
         parent = children[position][1]
-    return [parent, *modules]
+    return modules
+
+
+def last_stage_onwards(model: MultiLabelNet) -> list[nn.Module]:
+    """The backbone's last stage and everything after it: all that runs after the second-to-last feature
+    point timm's `feature_info` reports (the previous stride).
+
+    ResNet: layer4; EfficientNet/MobileNetV2: the stride-32 blocks, then `conv_head` and `bn2`; ConvNeXt:
+    the last stage, `norm_pre`, `head`; RegNet: `s4`, `final_conv`; DenseNet: the last transition, dense
+    block and `norm5`. No per-family name lists.
+    """
+    if model.previous_stage is None:  # a single feature point: the module that produces it, and what follows
+        return [model.backbone.get_submodule(model.last_stage), *modules_after(model.backbone, model.last_stage)]
+    return modules_after(model.backbone, model.previous_stage)
 
 
 def set_trainable(model: MultiLabelNet, policy: str, *, freeze_bn: bool = True) -> list[nn.Parameter]:
@@ -113,7 +131,7 @@ def set_trainable(model: MultiLabelNet, policy: str, *, freeze_bn: bool = True) 
     if policy not in TRAIN_POLICIES:
         raise PumlcError(f"training policy must be one of {', '.join(TRAIN_POLICIES)}, not {policy!r}")
     branch_ids = _branch_parameter_ids(model)
-    last_ids = {id(p) for m in last_stage_onwards(model.backbone, model.last_stage) for p in m.parameters()}
+    last_ids = {id(p) for m in last_stage_onwards(model) for p in m.parameters()}
     for p in model.parameters():
         p.requires_grad_(policy == "all")
     for p in model.head.parameters():
@@ -254,4 +272,5 @@ def build_model(
         last_stage=feature_info[-1]["module"],
         branches=branches,
         branches_skipped=skipped,
+        previous_stage=feature_info[-2]["module"] if len(feature_info) > 1 else None,
     )
