@@ -7,7 +7,6 @@ an interrupted epoch resume mid-way with exactly the crops and flips it would ha
 from __future__ import annotations
 
 import os
-import signal
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -135,11 +134,6 @@ class KeySampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.keys)
-
-
-def ignore_sigint(_: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which saves a checkpoint first."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # Independent random streams: a seed is a function of (run seed, stream, keys...), never of call order.

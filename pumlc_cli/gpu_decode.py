@@ -17,10 +17,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pumlc_cli.data import MEAN, STD, ignore_sigint
+from pumlc_cli.data import MEAN, STD
 from pumlc_cli.dist import DistInfo, gather_rows
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.inference import autocast_context
+from pumlc_cli.interrupt import ignore_stop_signals
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -117,7 +118,7 @@ def encoded_loader(root: Path, images: Sequence[str], info: DistInfo, batch_size
         sampler=list(range(info.rank, len(dataset), info.world)),
         num_workers=workers,
         collate_fn=collate_encoded,
-        worker_init_fn=ignore_sigint,
+        worker_init_fn=ignore_stop_signals,
     )
 
 

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pumlc_cli.data import EvalTransform, LabelledImages, ignore_sigint
+from pumlc_cli.data import EvalTransform, LabelledImages
 from pumlc_cli.dist import DistInfo, gather_rows
+from pumlc_cli.interrupt import ignore_stop_signals
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -33,7 +34,7 @@ def shard_loader(
         sampler=indices,
         num_workers=workers,
         pin_memory=info.device.type == "cuda",
-        worker_init_fn=ignore_sigint,
+        worker_init_fn=ignore_stop_signals,
         persistent_workers=persistent and workers > 0,
     )
 

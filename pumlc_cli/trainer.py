@@ -29,12 +29,12 @@ from pumlc_cli.data import (
     KeySampler,
     LabelledImages,
     TrainTransform,
-    ignore_sigint,
     sample_seed,
 )
 from pumlc_cli.ema import ModelEma
 from pumlc_cli.errors import PumlcError, first_line
 from pumlc_cli.inference import autocast_context, eval_dataset, predict_probs, shard_loader
+from pumlc_cli.interrupt import ignore_stop_signals
 from pumlc_cli.metrics import multilabel_metrics
 
 console = Console(stderr=True)
@@ -144,7 +144,7 @@ class Trainer:
             sampler=self.train_keys,
             num_workers=workers,
             pin_memory=cuda,
-            worker_init_fn=ignore_sigint,
+            worker_init_fn=ignore_stop_signals,
             persistent_workers=workers > 0,
         )
         self.val_loader = shard_loader(

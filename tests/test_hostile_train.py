@@ -96,20 +96,28 @@ def test_gpus_without_cuda_are_refused(data, tmp_path):
 # ---------------------------------------------------------------------- rule 4: interrupted means clean
 
 
-def test_sigterm_mid_run_then_stale_temps_are_removed(data, tmp_path):
+@pytest.mark.parametrize("workers,group", [("0", False), ("2", True)], ids=["process", "process-group"])
+def test_sigterm_mid_run_then_stale_temps_are_removed(data, tmp_path, workers, group):
+    """SIGTERM to the trainer, or to its whole process group (as `timeout` or a scheduler sends it, data-loader
+    workers included): a resumable checkpoint, no temp file, no lock; a killed run's temps go on the next run."""
     run = tmp_path / "run"
-    args = train_args(data, run, "--max-steps", "0", epochs=3)
+    args = train_args(data, run, epochs=3)
+    args[args.index("--workers") + 1] = workers
     proc = subprocess.Popen(
         [sys.executable, "-m", "pumlc_cli", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=group,
     )
     deadline = time.monotonic() + 120
     while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # after the first epoch: interrupt the second one
-    proc.send_signal(signal.SIGTERM)
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     assert "Traceback" not in proc.stderr.read()
     names = sorted(p.name for p in run.iterdir())
@@ -117,7 +125,7 @@ def test_sigterm_mid_run_then_stale_temps_are_removed(data, tmp_path):
     assert not (tmp_path / ".run.pumlc-lock").exists()
     (run / ".last.tmp424242.pt").write_bytes(b"")  # what a kill -9 during a checkpoint write leaves
     (run / ".metrics.tmp424242.jsonl").write_bytes(b"")
-    run_cli(*train_args(data, run, "--resume", epochs=3))
+    run_cli(*args, "--resume")
     assert sorted(p.name for p in run.iterdir()) == names
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
 
