@@ -3,18 +3,46 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.help import CONTEXT, HelpCommand, WorkflowGroup, examples
 
 app = typer.Typer(
     name="pumlc",
+    cls=WorkflowGroup,
     help="Multi-label classification from positive labels only (PU-MLC): prepare, corrupt, train, evaluate.",
+    epilog=examples(
+        "pumlc prepare coco --root coco --out prep --missing 0.7 --strip-negatives",
+        "pumlc stats prep",
+        "pumlc train prep --out runs/pu",
+        "pumlc eval runs/pu",
+        "pumlc predict runs/pu photo.jpg",
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    context_settings=CONTEXT,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from pumlc_cli.prepared import toolkit_version
+
+        typer.echo(f"pumlc {toolkit_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Multi-label classification from positive labels only (PU-MLC): prepare, corrupt, train, evaluate."""
 
 
 def _register() -> None:
@@ -22,14 +50,14 @@ def _register() -> None:
     from pumlc_cli.commands import audit, predict, prepare, relabel, stats, synth, train
     from pumlc_cli.commands import eval as eval_cmd
 
+    app.command("synth", cls=HelpCommand, epilog=synth.EXAMPLES)(synth.synth)
     app.add_typer(prepare.app, name="prepare")
-    app.command("stats")(stats.stats)
-    app.command("synth")(synth.synth)
-    app.command("train")(train.train)
-    app.command("eval")(eval_cmd.eval_command)
-    app.command("predict")(predict.predict)
-    app.command("audit")(audit.audit)
-    app.command("relabel")(relabel.relabel)
+    app.command("stats", cls=HelpCommand, epilog=stats.EXAMPLES)(stats.stats)
+    app.command("train", cls=HelpCommand, epilog=train.EXAMPLES)(train.train)
+    app.command("eval", cls=HelpCommand, epilog=eval_cmd.EXAMPLES)(eval_cmd.eval_command)
+    app.command("predict", cls=HelpCommand, epilog=predict.EXAMPLES)(predict.predict)
+    app.command("audit", cls=HelpCommand)(audit.audit)
+    app.command("relabel", cls=HelpCommand)(relabel.relabel)
 
 
 _register()
@@ -39,7 +67,7 @@ def main() -> None:
     """Entry point: bad input becomes one line on stderr and exit code 2; anything unexpected (a bug) one line
     naming a saved traceback file, exit code 1."""
     try:
-        app(standalone_mode=True)
+        app(prog_name="pumlc", standalone_mode=True)
     except PumlcError as err:
         print(f"pumlc: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -37,7 +37,12 @@ def model_from_checkpoint(payload: dict[str, Any], weights: str, device: torch.d
         head=cfg["head"],
         class_embeddings=cfg.get("class_embeddings"),
     )
-    state = payload["model"] if weights == "regular" else payload["ema"]["module"]
+    if weights not in available_weights(payload):
+        raise PumlcError(
+            f"this checkpoint holds only the {payload['weights']} weights (best.pt keeps the val-selected set); "
+            "use last.pt of the run for the other"
+        )
+    state = payload["ema"]["module"] if weights == "ema" and "ema" in payload else payload["model"]
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -50,7 +55,12 @@ def model_from_checkpoint(payload: dict[str, Any], weights: str, device: torch.d
 
 def selected_weights(payload: dict[str, Any]) -> str:
     """The weights that won on the val split during training (EMA when no selection was recorded)."""
-    return (payload.get("best") or {}).get("weights") or "ema"
+    return payload.get("weights") or (payload.get("best") or {}).get("weights") or "ema"
+
+
+def available_weights(payload: dict[str, Any]) -> tuple[str, ...]:
+    """last.pt holds the regular and the EMA weights; a slim best.pt only the val-selected set (`weights`)."""
+    return WEIGHTS if "ema" in payload else (payload["weights"],)
 
 
 @dataclass
@@ -87,7 +97,8 @@ def evaluate(
     check_classes(payload, list(prepared.classes), ckpt_path, data)
     part = prepared.split_data(split)
     if not part.images:
-        raise PumlcError(f"{data}: split {split!r} has no images")
+        hint = "; evaluate with --split val" if split == "test" and prepared.split_data("val").images else ""
+        raise PumlcError(f"{data}: split {split!r} has no images{hint}")
     targets = part.observed if mask_unknown else part.truth
     image_size = int(payload["config"]["image_size"])
     result = EvalResult(images=list(part.images), targets=np.asarray(targets), scores={})
@@ -97,16 +108,18 @@ def evaluate(
         from pumlc_cli.gpu_decode import encoded_loader, predict_probs_decoded
 
         loader = encoded_loader(prepared.image_root, part.images, info, batch_size, workers)
-        models = {weights: model_from_checkpoint(payload, weights, info.device) for weights in WEIGHTS}
+        models = {
+            weights: model_from_checkpoint(payload, weights, info.device) for weights in available_weights(payload)
+        }
         result.scores = predict_probs_decoded(
             models, loader, info, amp, channels_last, n_classes, image_size, decode_device
         )
-        for weights in WEIGHTS:
+        for weights in models:
             result.metrics[weights] = compute_metrics(result.scores[weights], result.targets, threshold, voc11)
         return result
     dataset = eval_dataset(prepared.image_root, part.images, targets, image_size)
     loader = shard_loader(dataset, info, batch_size, workers)
-    for weights in WEIGHTS:
+    for weights in available_weights(payload):
         model = model_from_checkpoint(payload, weights, info.device)
         result.scores[weights] = predict_probs(model, loader, info, amp, channels_last, n_classes)
         result.metrics[weights] = compute_metrics(result.scores[weights], result.targets, threshold, voc11)

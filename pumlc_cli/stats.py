@@ -129,3 +129,14 @@ def dataset_stats(prepared, split: str = "train") -> dict:
         "corruptions": [s["step"] for s in prepared.manifest.get("corruptions", [])],
         **out,
     }
+
+
+def class_counts(prepared) -> list[dict]:
+    """Every class with its true positives in each split (`pumlc stats DIR --classes`)."""
+    parts = {s: prepared.split_data(s) for s in ("train", "val", "test")}
+    totals = {
+        s: (p.truth == 1).sum(axis=0) if len(p) else np.zeros(len(prepared.classes), int) for s, p in parts.items()
+    }
+    return [
+        {"index": j, "class": name, **{s: int(totals[s][j]) for s in parts}} for j, name in enumerate(prepared.classes)
+    ]

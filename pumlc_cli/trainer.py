@@ -243,6 +243,13 @@ class Trainer:
             "torch_version": str(torch.__version__),
         }
 
+    def best_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """best.pt: what inference needs (the val-selected weight set, config, classes, data hash), no optimizer."""
+        weights = self.best["weights"] or "ema"
+        keep = ("epoch", "global_step", "config", "classes", "manifest_hash", "best", "torch_version")
+        model = state["ema"]["module"] if weights == "ema" else state["model"]
+        return {**{k: state[k] for k in keep}, "weights": weights, "model": model}
+
     def restore(self, path: Path) -> None:
         payload = load_checkpoint(path)
         require_keys(payload, RESUME_KEYS, path, "resumed")
@@ -353,6 +360,8 @@ class Trainer:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._epochs()
+            if info.is_main:
+                self._report_files()
         finally:  # the caller (a shell, a test, a driver) gets its own handlers back
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -431,18 +440,31 @@ class Trainer:
             state = self.state()
             save_checkpoint(self.run_dir / "last.pt", state)
             if improved or not scores:
-                save_checkpoint(self.run_dir / "best.pt", state)
+                save_checkpoint(self.run_dir / "best.pt", self.best_state(state))
             self._write_history()
             if self.writer is not None:
                 for key, value in record.items():
                     if key not in {"epoch", "step"} and value is not None:
                         self.writer.add_scalar(key, value, self.global_step)
-            val = f"val mAP {scores['regular']:.2f} (EMA {scores['ema']:.2f})" if scores else "no val split"
+            val = (
+                f"val mAP on observed labels {scores['regular']:.2f} (EMA {scores['ema']:.2f})"
+                if scores
+                else "no val split"
+            )
             progress.console.print(
                 f"epoch {self.epoch}/{self.cfg.epochs}: loss {train_loss:.4f}, {val}, {ips:.0f} img/s"
                 + (" [green]best[/]" if improved else "")
             )
         dist.barrier(self.info)
+
+    def _report_files(self) -> None:
+        """Sizes of the two checkpoints: last.pt resumes (optimizer included), best.pt is for eval and predict."""
+        last, best = self.run_dir / "last.pt", self.run_dir / "best.pt"
+        console.print(
+            f"saved {last} ({_megabytes(last)}, to resume) and {best} ({_megabytes(best)}, "
+            f"{self.best['weights'] or 'ema'} weights of epoch {max(self.best['epoch'], 0) or self.epoch}, "
+            "for eval and predict)"
+        )
 
     def _stop(self, progress: Progress) -> None:
         if self.info.is_main:
@@ -468,6 +490,10 @@ class Trainer:
         write_text_atomic(self.run_dir / "metrics.jsonl", lines)
 
 
+def _megabytes(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB"
+
+
 def run_training(cfg: TrainConfig) -> None:
     """Entry point of one process: join the group, train (or resume), leave the group."""
     info = dist.setup(cfg.resolved_device())
@@ -475,6 +501,13 @@ def run_training(cfg: TrainConfig) -> None:
         trainer = Trainer(cfg, info)
         if cfg.resume:
             trainer.restore(Path(cfg.out) / "last.pt")
+            if trainer.epoch >= cfg.epochs:
+                if info.is_main:
+                    console.print(
+                        f"{cfg.out}: all {trainer.epoch} epochs done; nothing to resume (more: --resume --epochs N)",
+                        highlight=False,
+                    )
+                return
         trainer.run()
     finally:
         dist.teardown(info)

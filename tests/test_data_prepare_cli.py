@@ -226,15 +226,13 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize(
     "case,message",
     [
-        ("missing-json", "instances_train2014.json: COCO annotation file not found"),
+        ("missing-json", "no instances_train2014.json or instances_train2017.json"),
         ("malformed-json", "bad.json: malformed JSON"),
         ("unknown-class-csv", "t.csv:2: unknown class name 'owl'"),
         ("unknown-class-noise", "noise.csv:2: unknown class name 'unicorn'"),
         ("partial-range", r"--partial must be within \[0, 1\], got 1.5"),
         ("noise-range", r"--noise-fp must be within \[0, 1\], got -0.2"),
         ("exclusive", "mutually exclusive"),
-        ("empty-policy", "--empty-images must be keep or drop"),
-        ("difficult-policy", "--voc-difficult must be one of"),
     ],
 )
 def test_bad_input_in_process(case, message, tmp_path, synth_root, shared_dir):
@@ -242,7 +240,6 @@ def test_bad_input_in_process(case, message, tmp_path, synth_root, shared_dir):
     src.mkdir()
     f = _bad_files(src)
     out = tmp_path / "out"
-    voc = shared_dir / "data" / "voc2007" / "VOCdevkit" / "VOC2007"
     args = {
         "missing-json": ["coco", "--root", src],
         "malformed-json": ["coco", "--train-ann", f["bad.json"]],
@@ -251,8 +248,6 @@ def test_bad_input_in_process(case, message, tmp_path, synth_root, shared_dir):
         "partial-range": ["coco", "--root", synth_root, "--partial", "1.5"],
         "noise-range": ["coco", "--root", synth_root, "--noise-fp", "-0.2"],
         "exclusive": ["coco", "--root", synth_root, "--partial", "0.5", "--drop-positives", "0.5"],
-        "empty-policy": ["coco", "--root", synth_root, "--empty-images", "maybe"],
-        "difficult-policy": ["voc", "--root", voc, "--voc-difficult", "sometimes"],
     }[case]
     with pytest.raises(PumlcError, match=message) as err:
         invoke("prepare", *args, "--out", out)

@@ -7,48 +7,76 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from pumlc_cli.atomic import atomic_path, write_text_atomic
+from pumlc_cli.atomic import atomic_path
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.help import examples
 
 METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 
+EXAMPLES = examples(
+    "pumlc eval runs/pu",
+    "pumlc eval runs/pu/last.pt --split val --json - | jq .mAP",
+)
+
+
+_OUT = "Output"
+_RUN = "Devices and speed"
+
 
 def eval_command(
-    ckpt: Path = typer.Argument(..., help="Checkpoint (best.pt or last.pt of a run)."),
-    data: Path | None = typer.Option(None, help="Prepared folder; default: the one the run trained on."),
-    split: str = typer.Option("test", help="train, val or test."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Score threshold for CP/CR/CF1/OP/OR/OF1."),
-    json_file: Path | None = typer.Option(None, "--json", help="Write every number to this JSON file."),
-    plot: Path | None = typer.Option(None, help="PNG of per-class AP (and AP vs missed-positive rate)."),
-    scores_file: Path | None = typer.Option(None, "--save-scores", help="Write images, targets, scores (.npz)."),
-    mask_unknown: bool = typer.Option(False, "--mask-unknown", help="Score observed labels, unknowns ignored."),
-    voc11: bool = typer.Option(False, "--voc11", help="Also report VOC 11-point interpolated AP."),
-    weights: str = typer.Option("best", help="Headline weights: best (val-selected), regular or ema."),
-    batch_size: int = typer.Option(64, min=1, help="Images per batch per process."),
-    workers: int = typer.Option(min(8, os.cpu_count() or 1), min=0, help="Data-loading workers (default: cores)."),
-    decode: str = typer.Option("pil", help="JPEG decoding: pil (CPU workers) or gpu (nvJPEG on the device, faster)."),
-    device: str = typer.Option("auto", help="cuda, cpu or auto."),
-    gpus: int = typer.Option(1, min=1, help="Shard across this many GPUs (torchrun)."),
-    nproc: int = typer.Option(1, min=1, help="Shard across this many CPU processes (gloo)."),
-    force: bool = typer.Option(False, "--force", help="Replace existing --json/--plot/--save-scores files."),
+    ckpt: Annotated[Path, typer.Argument(help="Run folder (its best.pt) or a checkpoint file (best.pt, last.pt).")],
+    data: Annotated[Path | None, typer.Option(help="Prepared folder; default: the one the run trained on.")] = None,
+    split: Annotated[Literal["train", "val", "test"], typer.Option(help="Split to score.")] = "test",
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score threshold for CP/CR/CF1/OP/OR/OF1.")] = 0.5,
+    mask_unknown: Annotated[
+        bool, typer.Option("--mask-unknown", help="Score against the observed labels, unknowns ignored.")
+    ] = False,
+    weights: Annotated[
+        Literal["best", "regular", "ema"], typer.Option(help="Headline weights; best = selected on val.")
+    ] = "best",
+    voc11: Annotated[bool, typer.Option("--voc11", help="Also report VOC 11-point interpolated AP.")] = False,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write every number as JSON ('-': stdout).", rich_help_panel=_OUT)
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG of per-class AP (and AP vs missed rate).", rich_help_panel=_OUT)
+    ] = None,
+    scores_file: Annotated[
+        Path | None,
+        typer.Option("--save-scores", help="Write images, targets, scores (.npz).", rich_help_panel=_OUT),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch per process.", rich_help_panel=_RUN)] = 64,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Data-loading workers (default: cores).", rich_help_panel=_RUN)
+    ] = min(8, os.cpu_count() or 1),
+    decode: Annotated[
+        Literal["pil", "gpu"],
+        typer.Option(help="JPEG decoding: CPU workers or nvJPEG on the device.", rich_help_panel=_RUN),
+    ] = "pil",
+    device: Annotated[Literal["auto", "cuda", "cpu"], typer.Option(help="Device.", rich_help_panel=_RUN)] = "auto",
+    gpus: Annotated[int, typer.Option(min=1, help="Shard across GPUs (torchrun).", rich_help_panel=_RUN)] = 1,
+    nproc: Annotated[int, typer.Option(min=1, help="Shard across CPU processes (gloo).", rich_help_panel=_RUN)] = 1,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace existing --json/--plot/--save-scores files.", rich_help_panel=_OUT),
+    ] = False,
 ) -> None:
     """Evaluate regular and EMA weights; headline numbers use the weights selected on val during training."""
     import torch
 
-    from pumlc_cli.checkpoint import load_checkpoint
-    from pumlc_cli.evaluate import selected_weights
+    from pumlc_cli.checkpoint import load_checkpoint, resolve_checkpoint
+    from pumlc_cli.evaluate import available_weights, selected_weights
 
-    if weights not in {"best", "regular", "ema"}:
-        raise PumlcError(f"--weights must be best, regular or ema, not {weights!r}")
-    if split not in {"train", "val", "test"}:
-        raise PumlcError(f"--split must be train, val or test, not {split!r}")
-    if decode not in {"pil", "gpu"}:
-        raise PumlcError(f"--decode must be pil or gpu, not {decode!r}")
+    ckpt = resolve_checkpoint(ckpt)
     payload = load_checkpoint(ckpt)
+    if weights != "best" and weights not in available_weights(payload):
+        raise PumlcError(
+            f"{ckpt}: holds only the {selected_weights(payload)} weights; use last.pt for --weights {weights}"
+        )
     data = data or Path(payload["config"]["data"])
     if not (data / "manifest.json").is_file():
         raise PumlcError(f"{data}: not a prepared folder (no manifest.json); pass --data")
@@ -113,9 +141,11 @@ def eval_command(
     classes = list(payload["classes"])
     headline = selected_weights(payload) if weights == "best" else weights
     report = build_report(result, classes, headline, threshold, str(ckpt), str(data), split, mask_unknown)
-    render(report, voc11)
+    from pumlc_cli.textout import is_stdout, write_text
+
+    render(report, voc11, stderr=is_stdout(json_file))
     if json_file:
-        write_text_atomic(json_file, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_text(json_file, json.dumps(report, indent=2, allow_nan=False) + "\n")
     if scores_file:
         import numpy as np
 
@@ -124,9 +154,8 @@ def eval_command(
                 fh,
                 images=np.array(result.images),
                 targets=result.targets,
-                scores_regular=result.scores["regular"],
-                scores_ema=result.scores["ema"],
                 classes=np.array(classes),
+                **{f"scores_{name}": scores for name, scores in result.scores.items()},
             )
     if plot:
         from pumlc_cli.plots import plot_per_class
@@ -162,7 +191,7 @@ def build_report(
         "n_images": len(result.images),
         "threshold": threshold,
         "split": split,
-        "targets": "observed (unknown ignored)" if mask_unknown else "truth",
+        "targets": "observed labels, unknown ignored" if mask_unknown else "true labels",
         "checkpoint": ckpt,
         "data": data,
         "all_weights": blocks,
@@ -170,17 +199,16 @@ def build_report(
     return report
 
 
-def render(report: dict[str, Any], voc11: bool) -> None:
-    from rich.console import Console
+def render(report: dict[str, Any], voc11: bool, stderr: bool = False) -> None:
+    """Metrics as rows and weight sets as columns, then per-class AP: both fit 80 columns."""
+    from rich import box
     from rich.table import Table
 
-    console = Console()
-    overall = Table(
-        title=f"{report['split']} split, {report['n_images']} images, threshold {report['threshold']}"
-        f" (targets: {report['targets']})"
-    )
-    # One row per metric, one column per weight set: narrow enough for an 80-column terminal.
+    from pumlc_cli.textout import table_console
+
+    console = table_console(stderr)
     blocks = report["all_weights"]
+    overall = Table(title=f"{report['split']}: {report['n_images']} images", box=box.SIMPLE_HEAD)
     overall.add_column("metric")
     for name in blocks:
         overall.add_column(f"{name} *" if name == report["weights"] else name, justify="right")
@@ -191,10 +219,13 @@ def render(report: dict[str, Any], voc11: bool) -> None:
     for label, get in rows:
         overall.add_row(label, *(_fmt(get(block)) for block in blocks.values()))
     console.print(overall)
+    console.print(f"targets: {report['targets']} of the {report['split']} split; threshold {report['threshold']}")
     console.print("* selected on the val split during training")
-    per_class = Table(title=f"per-class AP ({report['weights']} weights), best first")
-    per_class.add_column("class")
-    per_class.add_column("AP", justify="right")
+    if len(blocks) == 1:
+        console.print("best.pt keeps only these weights; for regular vs EMA: pumlc eval RUN/last.pt")
+    per_class = Table(title=f"AP per class ({report['weights']})", box=box.SIMPLE_HEAD)
+    per_class.add_column("class", overflow="fold")
+    per_class.add_column("AP", justify="right", no_wrap=True)
     ranked = sorted(((c, ap) for c, ap in report["per_class"].items() if ap is not None), key=lambda t: -t[1])
     for cls, ap in ranked:
         per_class.add_row(cls, _fmt(ap))

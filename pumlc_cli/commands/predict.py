@@ -10,13 +10,19 @@ import glob
 import io
 import json
 from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 
-from pumlc_cli.atomic import write_text_atomic
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.help import examples
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+EXAMPLES = examples(
+    "pumlc predict runs/pu photo.jpg holiday/ --top-k 3",
+    "pumlc predict runs/pu 'imgs/**/*.jpg' --csv predictions.csv",
+)
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -36,29 +42,43 @@ def expand_paths(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+_OUT = "Output"
+
+
 def predict(
-    ckpt: Path = typer.Argument(..., help="Checkpoint from `pumlc train`."),
-    paths: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0),
-    json_file: Path | None = typer.Option(None, "--json", help="Write predictions as JSON."),
-    csv_file: Path | None = typer.Option(None, "--csv", help="Write predictions as CSV (image, labels, scores)."),
-    weights: str = typer.Option("best", help="best (val-selected), regular or ema."),
-    batch_size: int = typer.Option(32, min=1),
-    device: str = typer.Option("auto", help="cuda, cpu or auto."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --json/--csv file."),
+    ckpt: Annotated[Path, typer.Argument(help="Run folder (its best.pt) or a checkpoint from `pumlc train`.")],
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Label the classes scoring at least this.")] = 0.5,
+    top_k: Annotated[
+        int | None, typer.Option(min=1, help="Label the K highest-scoring classes instead (threshold ignored).")
+    ] = None,
+    weights: Annotated[
+        Literal["best", "regular", "ema"], typer.Option(help="Weights; best = selected on val.")
+    ] = "best",
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write predictions as JSON ('-': stdout).", rich_help_panel=_OUT)
+    ] = None,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Write image, labels, scores as CSV ('-': stdout).", rich_help_panel=_OUT),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
+    device: Annotated[Literal["auto", "cuda", "cpu"], typer.Option(help="Device.")] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --json/--csv file.", rich_help_panel=_OUT)
+    ] = False,
 ) -> None:
-    """Predict labels above the threshold for every readable image."""
+    """Labels and scores for every readable image (an unreadable one is reported and skipped)."""
     import torch
 
-    from pumlc_cli.checkpoint import load_checkpoint
+    from pumlc_cli.checkpoint import load_checkpoint, resolve_checkpoint
     from pumlc_cli.data import EvalTransform, open_rgb
     from pumlc_cli.evaluate import model_from_checkpoint, selected_weights
 
     if json_file and csv_file:
         raise PumlcError("give --json or --csv, not both")
-    if weights not in {"best", "regular", "ema"}:
-        raise PumlcError(f"--weights must be best, regular or ema, not {weights!r}")
     files = expand_paths(paths)
+    ckpt = resolve_checkpoint(ckpt)
     from pumlc_cli.outputs import check_report_files
 
     check_report_files(
@@ -85,11 +105,14 @@ def predict(
         with torch.no_grad():
             probs = torch.sigmoid(model(images).float()).cpu().numpy()
         for (path, _), p in zip(batch, probs, strict=True):
-            labels = [(classes[i], float(p[i])) for i in p.argsort()[::-1] if p[i] >= threshold]
+            ranked = p.argsort()[::-1]
+            labels = (
+                [classes[i] for i in ranked[:top_k]] if top_k else [classes[i] for i in ranked if p[i] >= threshold]
+            )
             rows.append(
                 {
                     "image": str(path),
-                    "labels": [c for c, _ in labels],
+                    "labels": labels,
                     "scores": {c: round(float(s), 6) for c, s in zip(classes, p, strict=True)},
                 }
             )
@@ -104,7 +127,7 @@ def predict(
         if len(batch) == batch_size:
             flush()
     flush()
-    _report(rows, skipped, threshold, json_file, csv_file, classes)
+    _report(rows, skipped, {"threshold": threshold, "top_k": top_k}, json_file, csv_file, classes)
     if not rows:
         raise PumlcError("no readable image among the given paths")
 
@@ -112,38 +135,36 @@ def predict(
 def _report(
     rows: list[dict],
     skipped: list[tuple[str, str]],
-    threshold: float,
+    rule: dict,
     json_file: Path | None,
     csv_file: Path | None,
     classes: list[str],
 ) -> None:
-    import sys
-
+    from rich import box
     from rich.console import Console
     from rich.table import Table
+
+    from pumlc_cli.textout import is_stdout, table_console, write_text
 
     err_console = Console(stderr=True)
     for _, why in skipped:
         err_console.print(f"[yellow]skipped[/] {why}", highlight=False)
     if json_file:
-        doc = {
-            "threshold": threshold,
-            "predictions": rows,
-            "skipped": [{"image": p, "error": e} for p, e in skipped],
-        }
-        write_text_atomic(json_file, json.dumps(doc, indent=2) + "\n")
+        doc = {**rule, "predictions": rows, "skipped": [{"image": p, "error": e} for p, e in skipped]}
+        write_text(json_file, json.dumps(doc, indent=2) + "\n")
     if csv_file:
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(["image", "labels", *classes])
         for row in rows:
             writer.writerow([row["image"], ";".join(row["labels"]), *(row["scores"][c] for c in classes)])
-        write_text_atomic(csv_file, buf.getvalue())
-    table = Table(title=f"predictions (threshold {threshold})")
-    table.add_column("image")
-    table.add_column("labels (score)")
+        write_text(csv_file, buf.getvalue())
+    how = f"top {rule['top_k']}" if rule["top_k"] else f"threshold {rule['threshold']}"
+    table = Table(title=f"predictions ({how})", box=box.SIMPLE_HEAD)
+    table.add_column("image", overflow="fold", ratio=1)
+    table.add_column("labels (score)", ratio=1)
     for row in rows:
         table.add_row(row["image"], ", ".join(f"{c} ({row['scores'][c]:.2f})" for c in row["labels"]) or "-")
-    Console(file=sys.stdout).print(table)
+    table_console(stderr=is_stdout(json_file) or is_stdout(csv_file)).print(table)
     if skipped:
         err_console.print(f"{len(skipped)} unreadable image(s) skipped, {len(rows)} predicted")

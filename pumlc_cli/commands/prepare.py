@@ -8,21 +8,50 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from pumlc_cli.corrupt import CorruptionSpec, check_seed
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.help import CONTEXT, HelpCommand, HelpGroup, examples
 
 if TYPE_CHECKING:
     from pumlc_cli.readers import LabelTable
 
+EXAMPLES = {
+    "coco": (
+        "pumlc prepare coco --root coco --out prep --missing 0.7 --strip-negatives",
+        "pumlc prepare coco --train-ann train.json --test-ann val.json --out prep",
+    ),
+    "voc": ("pumlc prepare voc --root VOCdevkit/VOC2007 --out prep --partial 0.5",),
+    "csv": ("pumlc prepare csv --train train.csv --test test.csv --images imgs --out prep",),
+}
+
+
+class FormatGroup(HelpGroup):
+    """`pumlc prepare --partial 0.3` names the format commands instead of answering "No such option"."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        first = args[0] if args else ""
+        if first.startswith("-") and first not in CONTEXT["help_option_names"]:
+            raise PumlcError(
+                f"prepare {first}: name the format first: pumlc prepare coco|voc|csv {' '.join(args)} "
+                "(see pumlc prepare -h)"
+            )
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=FormatGroup,
     help="Read annotations (COCO, VOC or CSV), corrupt the training labels, write a prepared folder.",
+    epilog=examples(*(lines[0] for lines in EXAMPLES.values())),
     no_args_is_help=True,
+    context_settings=CONTEXT,
 )
 
+# `--root` looks for these COCO releases in this order (2014 is the paper's).
+COCO_YEARS = ("2014", "2017")
 _C = "Corruption of train (and val) labels"
 _S = "Splits and policies"
 
@@ -31,6 +60,13 @@ Partial = Annotated[
     float | None,
     typer.Option(
         help="Keep each (image, class) label known with probability P (HCP / PU-MLC mask).",
+        rich_help_panel=_C,
+    ),
+]
+Missing = Annotated[
+    float | None,
+    typer.Option(
+        help="Hide each (image, class) label with probability M: the same mask as --partial 1-M.",
         rich_help_panel=_C,
     ),
 ]
@@ -74,7 +110,9 @@ CleanVal = Annotated[
         rich_help_panel=_S,
     ),
 ]
-EmptyImages = Annotated[str, typer.Option(help="Images without any annotation: keep | drop.", rich_help_panel=_S)]
+EmptyImages = Annotated[
+    Literal["keep", "drop"], typer.Option(help="Images without any annotation.", rich_help_panel=_S)
+]
 CheckImages = Annotated[
     bool,
     typer.Option("--check-images", help="Verify that every listed image exists and opens.", rich_help_panel=_S),
@@ -92,6 +130,17 @@ CacheSize = Annotated[
 CacheWorkers = Annotated[
     int | None, typer.Option(help="Processes that write the image cache (default: cores).", rich_help_panel=_I)
 ]
+
+
+def _partial(partial: float | None, missing: float | None) -> float | None:
+    """`--missing M` is `--partial 1-M`, recorded as that partial step (rounded so 1-0.7 is 0.3, the same mask)."""
+    if missing is None:
+        return partial
+    if partial is not None:
+        raise PumlcError("give --partial or --missing, not both (--missing M means --partial 1-M)")
+    if not 0.0 <= missing <= 1.0:
+        raise PumlcError(f"--missing must be within [0, 1], got {missing}")
+    return round(1.0 - missing, 12)
 
 
 def _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives) -> CorruptionSpec:
@@ -113,7 +162,6 @@ def _precheck(
     force: bool,
     seed: int,
     val_fraction: float,
-    empty_images: str,
     cache_size: int | None = None,
     cache_workers: int | None = None,
 ) -> None:
@@ -124,8 +172,6 @@ def _precheck(
     check_cache_size(cache_size, cache_workers)
     if not 0.0 <= val_fraction < 1.0:
         raise PumlcError(f"--val-fraction must be within [0, 1), got {val_fraction}")
-    if empty_images not in ("keep", "drop"):
-        raise PumlcError(f"--empty-images must be keep or drop, got {empty_images!r}")
     if out.exists() and not force:
         raise PumlcError(f"{out}: already exists (use --force to replace it)")
 
@@ -140,11 +186,10 @@ def _prepare(read: Callable[[], LabelTable], out: Path, options: dict, inputs: l
     from pumlc_cli.interrupt import Stopped, stop_on_signals
     from pumlc_cli.outputs import check_not_input, check_output_folder, claim
 
+    options = {**options, "partial": _partial(options["partial"], options["missing"])}
     spec = _spec(*(options[k] for k in _CORRUPTIONS))
     target = check_output_folder(out, "--out", inputs=[*inputs, options["noise_file"]])
-    _precheck(
-        out, *(options[k] for k in ("force", "seed", "val_fraction", "empty_images", "cache_size", "cache_workers"))
-    )
+    _precheck(out, *(options[k] for k in ("force", "seed", "val_fraction", "cache_size", "cache_workers")))
     _check_replaceable(target)
     try:
         with stop_on_signals(), claim(target, "pumlc prepare"):
@@ -205,34 +250,41 @@ def _summary(out: Path, manifest: dict) -> None:
         console.print(f"corruptions on {where} (seed {manifest['seed']}): " + " -> ".join(desc))
     else:
         console.print("no corruption: observed labels equal the truth")
+    if not counts["test"]:
+        console.print("no test split (no test file given or found): evaluate with pumlc eval RUN --split val")
     console.print(f"next: pumlc stats {out}")
 
 
-@app.command("coco")
+@app.command("coco", cls=HelpCommand, epilog=examples(*EXAMPLES["coco"]))
 def coco(
     out: Out,
     root: Annotated[
         Path | None,
-        typer.Option(help="COCO root holding annotations/instances_{train,val}2014.json and {train,val}2014/."),
+        typer.Option(
+            help="COCO root: annotations/instances_trainYEAR.json (and _valYEAR), trainYEAR/ (and valYEAR/); "
+            "YEAR is 2014 or 2017."
+        ),
     ] = None,
     train_ann: Annotated[
         Path | None,
-        typer.Option(help="Training instances file (default ROOT/annotations/instances_train2014.json)."),
+        typer.Option(help="Training instances file (default: instances_trainYEAR.json in ROOT/annotations)."),
     ] = None,
     test_ann: Annotated[
         Path | None,
         typer.Option(
-            help="Test instances file (default ROOT/annotations/instances_val2014.json; none without --root)."
+            help="Test instances file (default: instances_valYEAR.json in ROOT/annotations if present, "
+            "else no test split)."
         ),
     ] = None,
     train_images: Annotated[
         Path | None,
         typer.Option(
-            help="Training image folder (default: named after the file, beside annotations/, ROOT/train2014)."
+            help="Training image folder (default: named after the file, beside annotations/, e.g. ROOT/train2017)."
         ),
     ] = None,
-    test_images: Annotated[Path | None, typer.Option(help="Test image folder (default e.g. ROOT/val2014).")] = None,
+    test_images: Annotated[Path | None, typer.Option(help="Test image folder (default e.g. ROOT/val2017).")] = None,
     partial: Partial = None,
+    missing: Missing = None,
     single_positive: SinglePositive = False,
     drop_positives: DropPositives = None,
     noise_fn: NoiseFn = 0.0,
@@ -248,9 +300,9 @@ def coco(
     cache_size: CacheSize = None,
     cache_workers: CacheWorkers = None,
 ) -> None:
-    """MS-COCO instances files: train2014 -> train + val, val2014 -> test (crowd annotations are positives).
+    """MS-COCO instances files: train -> train + val, val -> test (crowd annotations are positives).
 
-    With --train-ann and no --root, --test-ann is optional: without it there is no test split.
+    --root finds COCO 2014 or 2017 files; without a val file (or --test-ann) there is no test split.
     """
     _prepare(
         lambda: _read_coco(root, train_ann, test_ann, train_images, test_images),
@@ -267,38 +319,44 @@ def _read_coco(
     train_images: Path | None,
     test_images: Path | None,
 ) -> LabelTable:
-    """Resolve the COCO file and folder defaults from --root, then read."""
+    """Resolve the COCO file and folder defaults from --root (2014 files, else 2017 ones), say which, then read."""
     from pumlc_cli.readers.coco import read_coco
 
     if root is None and train_ann is None:
         raise PumlcError("give --root (a COCO folder) or --train-ann (an instances file)")
     if root is not None and not root.is_dir():
         raise PumlcError(f"{root}: COCO root folder not found")
-    if train_ann is None:
-        train_ann = root / "annotations" / "instances_train2014.json"
-    if test_ann is None and root is not None:
-        test_ann = root / "annotations" / "instances_val2014.json"
-    if train_images is None and root is not None and train_ann == root / "annotations" / "instances_train2014.json":
-        train_images = root / "train2014"
-    if test_images is None and root is not None and test_ann == root / "annotations" / "instances_val2014.json":
-        test_images = root / "val2014"
+    if root is not None and train_ann is None:
+        ann = root / "annotations"
+        year = next((y for y in COCO_YEARS if (ann / f"instances_train{y}.json").is_file()), None)
+        if year is None:
+            raise PumlcError(
+                f"{ann}: no instances_train2014.json or instances_train2017.json; "
+                "name the files with --train-ann (and --test-ann)"
+            )
+        train_ann, train_images = ann / f"instances_train{year}.json", train_images or root / f"train{year}"
+        if test_ann is None and (ann / f"instances_val{year}.json").is_file():
+            test_ann, test_images = ann / f"instances_val{year}.json", test_images or root / f"val{year}"
+        test = test_ann.name if test_ann else f"none (no instances_val{year}.json)"
+        typer.echo(f"COCO {year} under {root}: train + val from {train_ann.name}, test from {test}")
     return read_coco(train_ann, test_ann, train_images, test_images)
 
 
-@app.command("voc")
+@app.command("voc", cls=HelpCommand, epilog=examples(*EXAMPLES["voc"]))
 def voc(
     out: Out,
     root: Annotated[
         Path, typer.Option(help="VOC year folder, e.g. VOCdevkit/VOC2007 (Annotations/, ImageSets/Main/).")
     ],
     voc_difficult: Annotated[
-        str,
+        Literal["ignore", "negative", "positive"],
         typer.Option(
-            help="Class present only as 'difficult' objects: ignore (unknown) | negative (PU-MLC) | positive",
+            help="Class present only as 'difficult' objects: ignore (unknown), negative (PU-MLC) or positive.",
             rich_help_panel=_S,
         ),
     ] = "ignore",
     partial: Partial = None,
+    missing: Missing = None,
     single_positive: SinglePositive = False,
     drop_positives: DropPositives = None,
     noise_fn: NoiseFn = 0.0,
@@ -320,7 +378,7 @@ def voc(
     _prepare(lambda: read_voc(root, difficult=voc_difficult), out, locals(), [root])
 
 
-@app.command("csv")
+@app.command("csv", cls=HelpCommand, epilog=examples(*EXAMPLES["csv"]))
 def csv_(
     out: Out,
     train: Annotated[Path, typer.Option(help="CSV with header 'image,labels' (train -> train + val).")],
@@ -334,6 +392,7 @@ def csv_(
         typer.Option(help="Class list: a file with one name per line, or comma-separated names (default: inferred)."),
     ] = None,
     partial: Partial = None,
+    missing: Missing = None,
     single_positive: SinglePositive = False,
     drop_positives: DropPositives = None,
     noise_fn: NoiseFn = 0.0,

@@ -1,13 +1,27 @@
-"""`pumlc stats DIR`: summary, per-class table and histogram of a prepared folder (rich tables or JSON)."""
+"""`pumlc stats DIR`: summary, per-class table and histogram of a prepared folder (rich tables or JSON).
+
+Every table fits 80 columns: percentages are whole numbers with one decimal, class names wrap rather than being
+cut, and piped output has a fixed width (`pumlc_cli.textout`).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
+
+from pumlc_cli.help import examples
+
+EXAMPLES = examples(
+    "pumlc stats prep --split val --sort fn",
+    "pumlc stats prep --classes",
+    "pumlc stats prep --split all --sort fn --json - | jq .summary",
+)
+
+Split = Literal["train", "val", "test", "all"]
+Sort = Literal["index", "name", "positives", "observed", "fn", "fp", "unknown", "precision", "recall"]
 
 
 def _pct(v: float | None) -> str:
@@ -20,110 +34,136 @@ def _num(v: float | None, digits: int = 2) -> str:
 
 def stats(
     path: Annotated[Path, typer.Argument(help="Prepared folder (from `pumlc prepare`).")],
-    split: Annotated[str, typer.Option(help="Split for the per-class table: train | val | test | all.")] = "train",
-    sort: Annotated[
-        str,
-        typer.Option(
-            help="Per-class order: index | name | positives | observed | fn | fp | unknown | precision | recall."
-        ),
-    ] = "index",
+    split: Annotated[Split, typer.Option(help="Split of the per-class table and histogram.")] = "train",
+    sort: Annotated[Sort, typer.Option(help="Order of the per-class table.")] = "index",
+    classes: Annotated[
+        bool, typer.Option("--classes", help="List the classes with their true positives per split, then stop.")
+    ] = False,
     json_file: Annotated[
         Path | None,
-        typer.Option("--json", help="Also write the statistics as JSON to FILE ('-': stdout only)."),
+        typer.Option("--json", help="Also write the numbers as JSON to FILE ('-': JSON alone on stdout)."),
     ] = None,
 ) -> None:
-    """How many labels each split holds, how noisy the observed labels are, and how much is unknown."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from pumlc_cli.atomic import write_text_atomic
-    from pumlc_cli.errors import PumlcError
-    from pumlc_cli.prepared import load_prepared
-    from pumlc_cli.stats import SORT_KEYS, dataset_stats, sort_rows
-
-    if split not in ("train", "val", "test", "all"):
-        raise PumlcError(f"--split must be train, val, test or all, got {split!r}")
-    if sort not in SORT_KEYS:
-        raise PumlcError(f"--sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
+    """How many labels each split holds, how many are hidden (unknown), missed or wrong, per class."""
     from pumlc_cli.outputs import check_output_file, prepared_inputs
+    from pumlc_cli.prepared import load_prepared
+    from pumlc_cli.stats import class_counts, dataset_stats, sort_rows
+    from pumlc_cli.textout import is_stdout, table_console, write_text
 
     # an existing report is replaced as before; the data it describes and its own files never are
     check_output_file(json_file, "--json", inputs=prepared_inputs(path), force=True)
     prepared = load_prepared(path)
+    if classes:
+        rows = class_counts(prepared)
+        if json_file is not None:
+            write_text(json_file, json.dumps({"path": str(prepared.path), "classes": rows}, indent=2) + "\n")
+        if not is_stdout(json_file):
+            _class_table(rows, path)
+        return
     result = dataset_stats(prepared, split)
     result["per_class"] = sort_rows(result["per_class"], sort)
     if json_file is not None:
-        text = json.dumps(result, indent=2) + "\n"
-        if str(json_file) == "-":
-            typer.echo(text, nl=False)
+        write_text(json_file, json.dumps(result, indent=2) + "\n")
+        if is_stdout(json_file):
             return
-        try:
-            write_text_atomic(json_file, text)
-        except OSError as err:
-            raise PumlcError(f"{json_file}: cannot write ({err.strerror})") from None
+    console = table_console()
+    console.print(_summary_table(result, path, split))
+    if result["summary"]["images"] == 0:
+        console.print(f"split {split} holds no images")
+        return
+    if result["summary"]["truth_equals_observed"]:
+        console.print("truth equals observed here: no injected noise or hidden labels to measure")
+    console.print(_per_class_table(result["per_class"], split, sort))
+    console.print(_histogram(result["histogram"], split))
 
-    console = Console(width=None if sys.stdout.isatty() else 120)
+
+def _table(title: str, **kw: Any):
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, box=box.SIMPLE_HEAD, padding=0, header_style="bold", **kw)
+
+
+def _summary_table(result: dict, path: Path, split: str):
     s = result["summary"]
-    summ = Table(title=f"{path} — {split}", show_header=False)
+    summ = _table(f"{Path(path).name}: {split}", show_header=False)
     summ.add_column("what")
-    summ.add_column("value", justify="right")
-    for name, n in s["images_per_split"].items():
-        summ.add_row(f"images ({name})", str(n))
-    summ.add_row("classes", str(s["classes"]))
-    summ.add_row("label cardinality (true positives / image)", _num(s["label_cardinality"]))
-    summ.add_row("label density", _num(s["label_density"], 4))
-    summ.add_row("observed positives / image", _num(s["observed_cardinality"]))
+    summ.add_column("value", justify="right", no_wrap=True)
     summ.add_row(
-        "observed positive / negative / unknown",
-        " / ".join(_pct(s[f"observed_{k}_share"]) for k in ("positive", "negative", "unknown")),
+        "images (" + " / ".join(s["images_per_split"]) + ")", " / ".join(map(str, s["images_per_split"].values()))
     )
+    summ.add_row("classes", str(s["classes"]))
+    summ.add_row("true positives per image", _num(s["label_cardinality"]))
+    summ.add_row("label density", _num(s["label_density"], 4))
+    summ.add_row("observed positives per image", _num(s["observed_cardinality"]))
+    summ.add_row("labels observed positive", _pct(s["observed_positive_share"]))
+    summ.add_row("labels observed negative", _pct(s["observed_negative_share"]))
+    summ.add_row("labels unknown (hidden or stripped)", _pct(s["observed_unknown_share"]))
     summ.add_row("missed positives (true +, observed −)", str(s["missed_positives"]))
-    summ.add_row("injected false positives (true −, observed +)", str(s["injected_false_positives"]))
+    summ.add_row("added false positives (true −, observed +)", str(s["injected_false_positives"]))
     summ.add_row("true positives still observed positive", _pct(s["observed_positive_recall"]))
     if s["truth_unknown_entries"]:
         summ.add_row("unknown in truth (e.g. VOC difficult-only)", str(s["truth_unknown_entries"]))
     summ.add_row("corruptions", " → ".join(result["corruptions"]) or "none")
-    console.print(summ)
-    if s["images"] == 0:
-        console.print(f"split {split} holds no images")
-        return
-    if s["truth_equals_observed"]:
-        console.print("truth equals observed here: no injected noise or hidden labels to measure")
+    return summ
 
-    tab = Table(
-        title=f"per class ({split}, sorted by {sort})",
-        header_style="bold",
-        caption="missed+: true positive observed negative (FN = missed+ / true+); "
-        "inj.FP: true negative observed positive (FP = inj.FP / true negatives); "
-        "prec.: share of observed positives that are true; recall: share of true positives observed positive",
+
+_PER_CLASS = (
+    ("#", "index", str),
+    ("class", "class", str),
+    ("true+", "true_positives", str),
+    ("obs+", "observed_positives", str),
+    ("unknown", "unknown_share", _pct),
+    ("missed+", "missed_positives", str),
+    ("FN", "fn_rate", _pct),
+    ("added+", "injected_fps", str),
+    ("FP", "fp_rate", _pct),
+    ("prec.", "precision", _pct),
+    ("recall", "recall", _pct),
+)
+
+
+def _per_class_table(rows: list[dict], split: str, sort: str):
+    tab = _table(
+        f"per class ({split}, by {sort})",
+        caption="unknown: hidden or stripped labels. missed+: true positives observed negative (FN = missed+ / true+). "
+        "added+: true negatives observed positive (FP = added+ / true negatives). prec., recall: of the observed "
+        "positives against the truth.",
     )
-    for col in ("#", "class", "true+", "obs+", "missed+", "FN", "inj.FP", "FP", "unknown", "prec.", "recall"):
-        tab.add_column(col, justify="left" if col == "class" else "right")
-    for r in result["per_class"]:
-        tab.add_row(
-            str(r["index"]),
-            r["class"],
-            str(r["true_positives"]),
-            str(r["observed_positives"]),
-            str(r["missed_positives"]),
-            _pct(r["fn_rate"]),
-            str(r["injected_fps"]),
-            _pct(r["fp_rate"]),
-            _pct(r["unknown_share"]),
-            _pct(r["precision"]),
-            _pct(r["recall"]),
-        )
-    console.print(tab)
+    for header, _, _ in _PER_CLASS:
+        if header == "class":
+            tab.add_column(header, overflow="fold", min_width=6)
+        else:
+            tab.add_column(header, justify="right", no_wrap=True)
+    for r in rows:
+        tab.add_row(*(fmt(r[key]) for _, key, fmt in _PER_CLASS))
+    return tab
 
-    hist = Table(title=f"positives per image ({split})", header_style="bold")
-    hist.add_column("positives", justify="right")
-    hist.add_column("images (truth)", justify="right")
-    hist.add_column("images (observed)", justify="right")
-    hist.add_column("")
-    h_t, h_o = result["histogram"]["truth"], result["histogram"]["observed"]
+
+def _histogram(hist: dict, split: str):
+    tab = _table(f"positives per image ({split})")
+    tab.add_column("positives", justify="right")
+    tab.add_column("images (truth)", justify="right")
+    tab.add_column("images (observed)", justify="right")
+    tab.add_column("")
+    h_t, h_o = hist["truth"], hist["observed"]
     keys = sorted({int(k) for k in h_t} | {int(k) for k in h_o})
     top = max([*h_t.values(), *h_o.values(), 1])
     for k in keys:
         t, o = h_t.get(str(k), 0), h_o.get(str(k), 0)
-        hist.add_row(str(k), str(t), str(o), "█" * max(0, round(30 * t / top)))
-    console.print(hist)
+        tab.add_row(str(k), str(t), str(o), "█" * max(0, round(30 * t / top)))
+    return tab
+
+
+def _class_table(rows: list[dict], path: Path) -> None:
+    from pumlc_cli.textout import table_console
+
+    splits = [k for k in rows[0] if k not in ("index", "class")] if rows else []
+    tab = _table(f"{Path(path).name}: {len(rows)} classes, true positives per split")
+    tab.add_column("#", justify="right", no_wrap=True)
+    tab.add_column("class", overflow="fold", min_width=6)
+    for s in splits:
+        tab.add_column(s, justify="right", no_wrap=True)
+    for r in rows:
+        tab.add_row(str(r["index"]), r["class"], *(str(r[s]) for s in splits))
+    table_console().print(tab)

@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+from pumlc_cli.help import examples
+
+EXAMPLES = examples("pumlc synth synth && pumlc prepare coco --root synth --out synth-prep --missing 0.5")
+
 
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to create (a COCO root).")],

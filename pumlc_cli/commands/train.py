@@ -22,6 +22,7 @@ from pumlc_cli.config import (
     read_config_file,
 )
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.help import examples
 
 # Options whose change would alter a resumed run's trajectory; everything else (workers, TensorBoard, process
 # count — global batches do not depend on it) may change on --resume.
@@ -53,6 +54,11 @@ _RESUME_LOCKED = {
     "grad_clip",
 }
 _RECIPE = "recipe"  # shown as the default of options whose value the recipe (or a derivation) sets
+
+EXAMPLES = examples(
+    "pumlc train prep --out runs/pu",
+    "pumlc train prep --out runs/pu --resume --epochs 60",
+)
 
 
 def train(
