@@ -56,8 +56,10 @@ def _register() -> None:
     app.command("train", cls=HelpCommand, epilog=train.EXAMPLES)(train.train)
     app.command("eval", cls=HelpCommand, epilog=eval_cmd.EXAMPLES)(eval_cmd.eval_command)
     app.command("predict", cls=HelpCommand, epilog=predict.EXAMPLES)(predict.predict)
-    app.command("audit", cls=HelpCommand)(audit.audit)
-    app.command("relabel", cls=HelpCommand)(relabel.relabel)
+    audit_examples = examples("pumlc audit runs/pu --csv suggestions.csv", "pumlc audit runs/pu --folds 5 --top 20")
+    app.command("audit", cls=HelpCommand, epilog=audit_examples)(audit.audit)
+    relabel_examples = examples("pumlc relabel prep --from suggestions.csv --accept-top 20 --out prep2")
+    app.command("relabel", cls=HelpCommand, epilog=relabel_examples)(relabel.relabel)
 
 
 _register()

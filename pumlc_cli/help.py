@@ -7,7 +7,7 @@ rich help table until names are cut. Tidying the parameters once, here, keeps ev
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
@@ -44,7 +44,7 @@ def _tidy(param: Any) -> None:
         if len("|".join(values)) > MAX_CHOICES_WIDTH:
             param.metavar = param.name.upper()
             param.help = f"{param.help or ''} One of: {', '.join(values)}.".strip()
-    elif desc.annotation is str:
+    elif desc.annotation is str or (desc.is_list and get_args(desc.annotation) == (str,)):
         param.metavar = "TEXT"
 
 

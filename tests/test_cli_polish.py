@@ -25,6 +25,8 @@ COMMANDS = [
     ["train"],
     ["eval"],
     ["predict"],
+    ["audit"],
+    ["relabel"],
 ]
 
 
@@ -74,7 +76,8 @@ def test_version_and_workflow_order() -> None:
     assert done.stdout.strip() == f"pumlc {toolkit_version()}"
     text = CliRunner().invoke(app, ["-h"], env={"COLUMNS": "80"}).stdout
     commands = text[text.index("Commands") :]
-    order = [commands.index(f" {name} ") for name in ("synth", "prepare", "stats", "train", "eval", "predict")]
+    workflow = ("synth", "prepare", "stats", "train", "eval", "predict", "audit", "relabel")
+    order = [commands.index(f" {name} ") for name in workflow]
     assert order == sorted(order)
     assert "--install-completion" in text
 
