@@ -191,3 +191,18 @@ def test_resume_of_a_finished_run_says_so(one_epoch: Path, synth_prepared: Path)
     done = run_cli("train", synth_prepared, "--out", one_epoch, "--resume")
     assert "nothing to resume" in done.stderr
     assert (one_epoch / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_resume_extends_a_finished_run_within_its_schedule(
+    synth_prepared: Path, one_epoch: Path, tmp_path: Path
+) -> None:
+    whole, extended = tmp_path / "whole", tmp_path / "extended"
+    run_cli(*train_args(synth_prepared, whole, "--schedule-epochs", "2", loss="bce-known", epochs=2))
+    run_cli(*train_args(synth_prepared, extended, "--schedule-epochs", "2", loss="bce-known", epochs=1))
+    run_cli("train", synth_prepared, "--out", extended, "--resume", "--epochs", "2")
+    a, b = (torch.load(run / "last.pt", weights_only=True) for run in (whole, extended))
+    assert b["epoch"] == 2 and json.loads((extended / "config.json").read_text())["epochs"] == 2
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6, msg=key)
+    refused = run_cli("train", synth_prepared, "--out", one_epoch, "--resume", "--epochs", "2", check=False)
+    assert refused.returncode == 2 and "schedule ends at epoch 1" in refused.stderr

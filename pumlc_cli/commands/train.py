@@ -55,6 +55,12 @@ _RESUME_LOCKED = {
 }
 _RECIPE = "recipe"  # shown as the default of options whose value the recipe (or a derivation) sets
 
+# Help panels in the order a user decides: what to train, on which model, how long, on what hardware.
+_METHOD = "Method (loss)"
+_MODEL = "Model"
+_SCHEDULE = "Schedule"
+_DEVICES = "Devices and speed"
+
 EXAMPLES = examples(
     "pumlc train prep --out runs/pu",
     "pumlc train prep --out runs/pu --resume --epochs 60",
@@ -71,20 +77,32 @@ def train(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the resolved config as JSON and exit; write nothing, build no model."
     ),
-    loss: LossName = typer.Option("pu", help="Training loss: PU-MLC or a baseline."),
+    loss: LossName = typer.Option("pu", help="Training loss: PU-MLC or a baseline.", rich_help_panel=_METHOD),
     model: str | None = typer.Option(
-        None, show_default=_RECIPE, help="timm backbone name (recipe: resnet101.tv_in1k)."
+        None, show_default=_RECIPE, help="timm backbone name (recipe: resnet101.tv_in1k).", rich_help_panel=_MODEL
     ),
-    local_global: bool = typer.Option(True, "--local-global/--no-local-global", help="Local-global branches."),
+    local_global: bool = typer.Option(
+        True, "--local-global/--no-local-global", help="Local-global branches.", rich_help_panel=_MODEL
+    ),
     head: HeadName | None = typer.Option(
-        None, show_default=_RECIPE, help="Classifier head (recipe: semantic with the shipped GloVe vectors, or linear)."
+        None,
+        show_default=_RECIPE,
+        help="Classifier head (recipe: semantic with the shipped GloVe vectors, or linear).",
+        rich_help_panel=_MODEL,
     ),
-    class_embeddings: Path | None = typer.Option(None, help="Semantic head: .npy [C, E] class vectors."),
+    class_embeddings: Path | None = typer.Option(
+        None, help="Semantic head: .npy [C, E] class vectors.", rich_help_panel=_MODEL
+    ),
     pretrained: bool = typer.Option(
-        True, "--pretrained/--no-pretrained", help="Start from timm's pretrained weights (downloaded once)."
+        True,
+        "--pretrained/--no-pretrained",
+        help="Start from timm's pretrained weights (downloaded once).",
+        rich_help_panel=_MODEL,
     ),
     pretrained_path: Path | None = typer.Option(
-        None, help="Local backbone weights (timm or torchvision layout) instead of the download."
+        None,
+        help="Local backbone weights (timm or torchvision layout) instead of the download.",
+        rich_help_panel=_MODEL,
     ),
     train_policy: TrainPolicy | None = typer.Option(
         None,
@@ -92,71 +110,119 @@ def train(
         "--train-policy",
         show_default=_RECIPE,
         help="Trainable weights (recipe: last; all without pretrained weights).",
+        rich_help_panel=_MODEL,
     ),
     freeze_bn: bool | None = typer.Option(
-        None, "--freeze-bn/--no-freeze-bn", help="Frozen BatchNorm statistics (default: with pretrained weights)."
+        None,
+        "--freeze-bn/--no-freeze-bn",
+        help="Frozen BatchNorm statistics (default: with pretrained weights).",
+        rich_help_panel=_MODEL,
     ),
-    epochs: int | None = typer.Option(None, show_default=_RECIPE, help="Epochs trained (recipe: 41 COCO, 56 VOC)."),
+    epochs: int | None = typer.Option(
+        None, show_default=_RECIPE, help="Epochs trained (recipe: 41 COCO, 56 VOC).", rich_help_panel=_SCHEDULE
+    ),
     schedule_epochs: int | None = typer.Option(
-        None, show_default=_RECIPE, help="One-cycle schedule length in epochs (recipe: 80; = --epochs from scratch)."
+        None,
+        show_default=_RECIPE,
+        help="One-cycle schedule length in epochs (recipe: 80; = --epochs from scratch).",
+        rich_help_panel=_SCHEDULE,
     ),
     batch_size: int | None = typer.Option(
-        None, show_default=_RECIPE, help="Global batch size, split across processes (recipe: 70 / 90)."
+        None,
+        show_default=_RECIPE,
+        help="Global batch size, split across processes (recipe: 70 / 90).",
+        rich_help_panel=_SCHEDULE,
     ),
     lr: float | None = typer.Option(
-        None, show_default=_RECIPE, help="Peak learning rate (recipe: 1e-4 COCO, 4e-5 VOC; 1e-3 from scratch)."
+        None,
+        show_default=_RECIPE,
+        help="Peak learning rate (recipe: 1e-4 COCO, 4e-5 VOC; 1e-3 from scratch).",
+        rich_help_panel=_SCHEDULE,
     ),
     weight_decay: float | None = typer.Option(
-        None, show_default=_RECIPE, help="Weight decay (recipe: 1e-4, L2 with adam)."
+        None, show_default=_RECIPE, help="Weight decay (recipe: 1e-4, L2 with adam).", rich_help_panel=_SCHEDULE
     ),
     optimizer: OptimizerName | None = typer.Option(
-        None, show_default=_RECIPE, help="adam (L2 decay, recipe) or adamw (decoupled)."
+        None, show_default=_RECIPE, help="adam (L2 decay, recipe) or adamw (decoupled).", rich_help_panel=_SCHEDULE
     ),
-    pct_start: float | None = typer.Option(None, show_default=_RECIPE, help="One-cycle warm-up share (recipe: 0.2)."),
-    image_size: int | None = typer.Option(None, show_default=_RECIPE, help="Training/eval resolution (recipe: 448)."),
+    pct_start: float | None = typer.Option(
+        None, show_default=_RECIPE, help="One-cycle warm-up share (recipe: 0.2).", rich_help_panel=_SCHEDULE
+    ),
+    image_size: int | None = typer.Option(
+        None, show_default=_RECIPE, help="Training/eval resolution (recipe: 448).", rich_help_panel=_SCHEDULE
+    ),
     scale_size: int | None = typer.Option(
-        None, show_default=_RECIPE, help="Square resize before the random crop (default: 512/448 × size)."
+        None,
+        show_default=_RECIPE,
+        help="Square resize before the random crop (default: 512/448 × size).",
+        rich_help_panel=_SCHEDULE,
     ),
-    amp: AmpMode = typer.Option("auto", help="auto = bf16 on CUDA, none on the CPU; fp16 uses a GradScaler."),
+    amp: AmpMode = typer.Option(
+        "auto", help="auto = bf16 on CUDA, none on the CPU; fp16 uses a GradScaler.", rich_help_panel=_DEVICES
+    ),
     ema_decay: float | None = typer.Option(
-        None, show_default=_RECIPE, help="EMA decay (recipe: 0.9997 COCO, 0.991 VOC)."
+        None, show_default=_RECIPE, help="EMA decay (recipe: 0.9997 COCO, 0.991 VOC).", rich_help_panel=_SCHEDULE
     ),
-    ema_warmup: bool = typer.Option(False, "--ema-warmup/--no-ema-warmup", help="EMA decay warm-up (not the paper's)."),
+    ema_warmup: bool = typer.Option(
+        False, "--ema-warmup/--no-ema-warmup", help="EMA decay warm-up (not the paper's).", rich_help_panel=_SCHEDULE
+    ),
     grad_clip: float | None = typer.Option(
-        None, show_default=_RECIPE, help="Max gradient norm; 0 disables (recipe: 0)."
+        None, show_default=_RECIPE, help="Max gradient norm; 0 disables (recipe: 0).", rich_help_panel=_SCHEDULE
     ),
-    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", rich_help_panel=_DEVICES),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model.", rich_help_panel=_DEVICES),
     workers: int | None = typer.Option(
-        None, show_default=_RECIPE, help="Data-loading workers per process (default: cores, at most 8)."
+        None,
+        show_default=_RECIPE,
+        help="Data-loading workers per process (default: cores, at most 8).",
+        rich_help_panel=_DEVICES,
     ),
     seed: int = typer.Option(0),
-    device: DeviceName = typer.Option("auto"),
-    gpus: int = typer.Option(1, help="GPUs per node; >1 re-launches under torchrun (NCCL)."),
-    nproc: int = typer.Option(1, help="Processes per node on the CPU (gloo), e.g. to test DDP."),
-    nnodes: int = typer.Option(1),
-    node_rank: int = typer.Option(0),
-    master_addr: str = typer.Option("127.0.0.1"),
-    master_port: int = typer.Option(0, help="0 picks a free port on one node (29500 on several)."),
+    device: DeviceName = typer.Option("auto", rich_help_panel=_DEVICES),
+    gpus: int = typer.Option(1, help="GPUs per node; >1 re-launches under torchrun (NCCL).", rich_help_panel=_DEVICES),
+    nproc: int = typer.Option(
+        1, help="Processes per node on the CPU (gloo), e.g. to test DDP.", rich_help_panel=_DEVICES
+    ),
+    nnodes: int = typer.Option(1, rich_help_panel=_DEVICES),
+    node_rank: int = typer.Option(0, rich_help_panel=_DEVICES),
+    master_addr: str = typer.Option("127.0.0.1", rich_help_panel=_DEVICES),
+    master_port: int = typer.Option(
+        0, help="0 picks a free port on one node (29500 on several).", rich_help_panel=_DEVICES
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN/last.pt exactly."),
     alpha: float | None = typer.Option(
-        None, show_default=_RECIPE, help="PU temperature scale α (recipe: COCO 1.0, VOC 2.0)."
+        None, show_default=_RECIPE, help="PU temperature scale α (recipe: COCO 1.0, VOC 2.0).", rich_help_panel=_METHOD
     ),
     gamma: float | None = typer.Option(
-        None, show_default=_RECIPE, help="PU re-balance exponent γ (recipe: COCO 0.55, VOC 0.85)."
+        None,
+        show_default=_RECIPE,
+        help="PU re-balance exponent γ (recipe: COCO 0.55, VOC 0.85).",
+        rich_help_panel=_METHOD,
     ),
     mixup_weight: float | None = typer.Option(
-        None, show_default=_RECIPE, help="Weight of PU's mixup regulariser; 0 disables (recipe: 1)."
+        None,
+        show_default=_RECIPE,
+        help="Weight of PU's mixup regulariser; 0 disables (recipe: 1).",
+        rich_help_panel=_METHOD,
     ),
     mixup_beta: float | None = typer.Option(
-        None, show_default=_RECIPE, help="Beta(b, b) of the mixup coefficient (recipe: 0.3)."
+        None, show_default=_RECIPE, help="Beta(b, b) of the mixup coefficient (recipe: 0.3).", rich_help_panel=_METHOD
     ),
     loss_option: list[str] = typer.Option(
-        [], "--loss-option", help="Loss-specific KEY=VALUE (repeatable), e.g. gamma_neg=2 for asl."
+        [],
+        "--loss-option",
+        help="Loss-specific KEY=VALUE (repeatable), e.g. gamma_neg=2 for asl.",
+        rich_help_panel=_METHOD,
     ),
-    val_unknown: ValUnknown = typer.Option("auto", help="Val unknowns: ignored, or negatives when none is known."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN/tensorboard."),
-    max_steps: int = typer.Option(0, help="Stop (resumably) after this many steps; 0 = no limit."),
+    val_unknown: ValUnknown = typer.Option(
+        "auto", help="Val unknowns: ignored, or negatives when none is known.", rich_help_panel=_METHOD
+    ),
+    tensorboard: bool = typer.Option(
+        False, "--tensorboard", help="Also log to RUN/tensorboard.", rich_help_panel=_DEVICES
+    ),
+    max_steps: int = typer.Option(
+        0, help="Stop (resumably) after this many steps; 0 = no limit.", rich_help_panel=_SCHEDULE
+    ),
     config: Path | None = typer.Option(None, help="TOML/YAML/JSON file of the same option names."),
 ) -> None:
     """Train PU-MLC or a baseline on a prepared folder; validates on its val split every epoch."""
@@ -186,6 +252,9 @@ def train(
         previous = read_config_file(saved)
         given = {**file_values, **explicit}
         changed = sorted(k for k in _RESUME_LOCKED if k in given and given[k] != previous.get(k))
+        if "epochs" in changed:  # more (or fewer) epochs of the same schedule is the same trajectory
+            check_extension(int(given["epochs"]), previous)
+            changed.remove("epochs")
         if changed:
             raise PumlcError(f"--resume cannot change {', '.join(changed)} (saved in {saved})")
         file_values, config_label = {**previous, **file_values, "max_steps": 0}, str(saved)
@@ -246,6 +315,17 @@ def _run(cfg: Any) -> None:
     except Interrupted as stop:
         print(f"pumlc: {stop}", file=sys.stderr)
         raise typer.Exit(stop.code) from None
+
+
+def check_extension(epochs: int, previous: dict[str, Any]) -> None:
+    """`--resume --epochs N` continues the saved one-cycle schedule, which spans `schedule_epochs`: a run can be
+    extended up to that length, never past it (the learning rate would have nowhere to go)."""
+    schedule = int(previous.get("schedule_epochs") or previous["epochs"])
+    if epochs > schedule:
+        raise PumlcError(
+            f"--resume --epochs {epochs}: this run's one-cycle schedule ends at epoch {schedule} "
+            f"(schedule_epochs); train a new run with --schedule-epochs {epochs} or more"
+        )
 
 
 def parse_loss_options(items: list[str]) -> dict[str, Any]:
