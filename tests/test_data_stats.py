@@ -77,8 +77,11 @@ def _write(path, truth, observed, split):
 def test_stats_cli_json_and_tables(tmp_path):
     truth = np.concatenate([TRUTH, TRUTH[:2]])
     observed = np.concatenate([OBSERVED, TRUTH[:2]])
-    _write(tmp_path / "p", truth, observed, ["train"] * 4 + ["test"] * 2)
-    result = CliRunner().invoke(app, ["stats", str(tmp_path / "p"), "--json", str(tmp_path / "s.json"), "--sort", "fp"])
+    (tmp_path / "data").mkdir()
+    _write(tmp_path / "data" / "p", truth, observed, ["train"] * 4 + ["test"] * 2)  # images: data/, report: beside
+    result = CliRunner().invoke(
+        app, ["stats", str(tmp_path / "data" / "p"), "--json", str(tmp_path / "s.json"), "--sort", "fp"]
+    )
     assert result.exit_code == 0, result.output
     assert "per class" in result.output and "positives per image" in result.output
     data = json.loads((tmp_path / "s.json").read_text())
@@ -86,10 +89,10 @@ def test_stats_cli_json_and_tables(tmp_path):
     assert data["summary"]["images"] == 4 and data["summary"]["missed_positives"] == 1
     assert [r["class"] for r in data["per_class"]] == ["c", "b", "a"]
     # the test split: truth equals observed
-    result = CliRunner().invoke(app, ["stats", str(tmp_path / "p"), "--split", "test", "--json", "-"])
+    result = CliRunner().invoke(app, ["stats", str(tmp_path / "data" / "p"), "--split", "test", "--json", "-"])
     data = json.loads(result.output)
     assert data["summary"]["truth_equals_observed"] is True and data["summary"]["images"] == 2
-    result = CliRunner().invoke(app, ["stats", str(tmp_path / "p"), "--split", "all", "--json", "-"])
+    result = CliRunner().invoke(app, ["stats", str(tmp_path / "data" / "p"), "--split", "all", "--json", "-"])
     assert json.loads(result.output)["summary"]["images"] == 6
 
 
