@@ -128,8 +128,10 @@ def test_checkpoint_from_other_dataset_is_refused(pu_data: Path, tmp_path: Path)
     prepared = load_prepared(pu_data)
     # A two-class CSV dataset over the same images: same pictures, other label space.
     images = prepared.split_data("test").images[:6]
-    csv = tmp_path / "two.csv"
-    csv.write_text("image,labels\n" + "".join(f"{img},a{' b' if i % 2 else ''}\n" for i, img in enumerate(images)))
+    csv, test_csv = tmp_path / "two.csv", tmp_path / "two-test.csv"  # an image may be in one split only
+    rows = [f"{img},a{' b' if i % 2 else ''}\n" for i, img in enumerate(images)]
+    csv.write_text("image,labels\n" + "".join(rows[:3]))
+    test_csv.write_text("image,labels\n" + "".join(rows[3:]))
     other = tmp_path / "other"
     run_cli(
         "prepare",
@@ -137,7 +139,7 @@ def test_checkpoint_from_other_dataset_is_refused(pu_data: Path, tmp_path: Path)
         "--train",
         csv,
         "--test",
-        csv,
+        test_csv,
         "--images",
         prepared.image_root,
         "--out",
