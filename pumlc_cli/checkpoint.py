@@ -41,11 +41,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise PumlcError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message suggests weights_only=False, i.e. running the file's code: never for a foreign file.
-        raise PumlcError(f"{path}: not a pumlc checkpoint (it holds Python objects that a safe load refuses)") from None
     except Exception as err:  # torch raises many types for a bad file; all mean the same to a user
-        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else err.__class__.__name__
+        text = str(err).strip()
+        # torch's own message suggests weights_only=False, i.e. running the file's code: never for a foreign file
+        if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in text:
+            raise PumlcError(f"{path}: not a pumlc checkpoint (it holds Python objects a safe load refuses)") from None
+        if isinstance(err, pickle.UnpicklingError):
+            raise PumlcError(f"{path}: not a readable checkpoint (not a file torch.save wrote, or damaged)") from None
+        first = text.splitlines()[0].split(". ")[0] if text else err.__class__.__name__
         raise PumlcError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PumlcError(f"{path}: not a pumlc checkpoint (no '{FORMAT}' marker)")

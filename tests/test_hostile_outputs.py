@@ -226,6 +226,9 @@ def test_damaged_checkpoints(run, tmp_path):
     data = (run / "last.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 3])
     refused("eval", tmp_path / "truncated.pt", watch=(tmp_path,), expect="not a readable checkpoint")
+    (tmp_path / "text.pt").write_bytes(b"not a checkpoint")
+    line = refused("eval", tmp_path / "text.pt", watch=(tmp_path,), expect="not a readable checkpoint")
+    assert "weights_only" not in line
     payload = torch.load(run / "last.pt", weights_only=True)
     for name, edit, expect in [
         ("nomodel", lambda p: p.pop("model"), "missing model"),
