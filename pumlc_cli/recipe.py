@@ -55,7 +55,7 @@ PAPER: dict[str, dict[str, Any]] = {
 }
 # From random weights: train everything, BatchNorm statistics live, one complete one-cycle schedule (its length
 # follows --epochs), and a learning rate for training from scratch rather than fine-tuning.
-FROM_SCRATCH: dict[str, Any] = {"train_policy": "all", "freeze_bn": False, "schedule_epochs": None, "lr": 1e-3}
+FROM_SCRATCH: dict[str, Any] = {"train_policy": "all", "freeze_bn": False, "schedule_epochs": None, "lr": 3e-3}
 
 
 def dataset_kind(manifest: dict[str, Any]) -> str:
@@ -123,12 +123,26 @@ def resolve(
             f"{flag_name('epochs')} {cfg.epochs} exceeds {flag_name('schedule_epochs')} {cfg.schedule_epochs}, "
             "the length of the one-cycle schedule"
         )
-    if cfg.class_embeddings is not None and not Path(cfg.class_embeddings).is_file():
-        raise PumlcError(f"{cfg.class_embeddings}: class embeddings file not found")
+    if cfg.class_embeddings is not None:
+        _check_vectors(Path(cfg.class_embeddings), len(classes))
     if not with_weights and cfg.train_policy != "all":
         notes.append(f"warning: --train {cfg.train_policy} without pretrained weights keeps random layers frozen")
     pu = _pu_weights(cfg, kind, manifest, sources) if cfg.loss == "pu" else None
     return Resolved(cfg, notes, pu)
+
+
+def _check_vectors(path: Path, num_classes: int) -> None:
+    """A class-vector file must be a [C, E] array with one row per class: checked before the run folder exists."""
+    import numpy as np
+
+    if not path.is_file():
+        raise PumlcError(f"{path}: class embeddings file not found")
+    try:
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except (OSError, ValueError) as err:
+        raise PumlcError(f"{path}: cannot read class embeddings ({type(err).__name__})") from err
+    if len(shape) != 2 or shape[0] != num_classes:
+        raise PumlcError(f"{path}: class embeddings have shape {shape}; expected one row per class ({num_classes})")
 
 
 def _pu_weights(cfg: TrainConfig, kind: str, manifest: dict[str, Any], sources: dict[str, str]) -> str:

@@ -116,6 +116,10 @@ def test_csv_dataset_falls_back_to_linear_head(csv_prepared: Path, tmp_path: Pat
     cfg, err = dry_run(csv_prepared, tmp_path / "run", "--class-embeddings", vectors)
     assert cfg["head"] == "semantic" and cfg["class_embeddings"] == str(vectors)
     assert "linear head" not in err
+    np.save(vectors, np.ones((4, 5), dtype=np.float32))  # a row too many: refused before anything is written
+    bad = run_cli("train", csv_prepared, "--out", tmp_path / "run", "--class-embeddings", vectors, check=False)
+    assert bad.returncode == 2 and "expected one row per class (3)" in bad.stderr
+    assert not (tmp_path / "run").exists()
 
 
 BAD_CONFIGS = [

@@ -136,7 +136,7 @@ def train(
     lr: float | None = typer.Option(
         None,
         show_default=_RECIPE,
-        help="Peak learning rate (recipe: 1e-4 COCO, 4e-5 VOC; 1e-3 from scratch).",
+        help="Peak learning rate (recipe: 1e-4 COCO, 4e-5 VOC; 3e-3 from scratch).",
         rich_help_panel=_SCHEDULE,
     ),
     weight_decay: float | None = typer.Option(
