@@ -173,8 +173,8 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model.", rich_help_panel=_DEVICES),
     workers: int | None = typer.Option(
         None,
-        show_default=_RECIPE,
-        help="Data-loading workers per process (default: cores, at most 8).",
+        show_default="cores, at most 8",
+        help="Data-loading workers per process.",
         rich_help_panel=_DEVICES,
     ),
     seed: int = typer.Option(0),
