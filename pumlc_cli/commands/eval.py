@@ -65,7 +65,7 @@ def eval_command(
         typer.Option("--force", help="Replace existing --json/--plot/--save-scores files.", rich_help_panel=_OUT),
     ] = False,
 ) -> None:
-    """Evaluate regular and EMA weights; headline numbers use the weights selected on val during training."""
+    """Metrics of a run's val-selected weights (best.pt), or of both weight sets of a last.pt, on one split."""
     import torch
 
     from pumlc_cli.checkpoint import load_checkpoint, resolve_checkpoint
