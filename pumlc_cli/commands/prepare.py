@@ -220,16 +220,18 @@ def _finish(table, out: Path, spec: CorruptionSpec, **kw) -> None:
 
 
 def _summary(out: Path, manifest: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from pumlc_cli.textout import table_console
+
     counts = manifest["counts"]
-    tab = Table(title=f"prepared {out}", show_header=True, header_style="bold")
+    tab = Table(show_header=True, header_style="bold")
     tab.add_column("split")
     tab.add_column("images", justify="right")
     for s in ("train", "val", "test"):
         tab.add_row(s, str(counts[s]))
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = table_console()
+    console.print(f"prepared {out}", highlight=False)
     console.print(tab)
     src = manifest["source"]
     console.print(
