@@ -3,7 +3,7 @@
 On the bundled synth data with a known share of positives hidden (`--drop-positives`, negatives stripped: the PU
 input), K-fold cross-fitting gives out-of-fold probabilities from a `pu` model and from a `bce-an` model (the same
 `pumlc_cli.audit_folds` code `pumlc audit --folds` runs). Each probability matrix is then ranked by
-- pumlc's audit (`pumlc_cli.audit.audit_scores`: per-class calibrated scores), and
+- pumlc's audit (`pumlc_cli.audit.audit_scores`: per-class Platt fits of P(labelled | score)), and
 - cleanlab 2.9 (`cleanlab.multilabel_classification`): `get_label_quality_scores_per_class` (self-confidence,
   lowest quality first) and `find_multilabel_issues_per_class` (confident learning: flagged entries first, each
   group by quality),
@@ -34,10 +34,10 @@ from pumlc_cli.runner import pumlc
 METHODS = ("pu", "bce-an")
 
 
-def out_of_fold(prepared, root: Path, method: str, folds: int, train_args: str) -> np.ndarray:
+def out_of_fold(prepared, root: Path, method: str, folds: int, train_args: str, seed: int) -> np.ndarray:
     from pumlc_cli import dist
 
-    plan = plan_folds(prepared, root / method, folds, seed=0)
+    plan = plan_folds(prepared, root / method, folds, seed=seed)
     train_folds(prepared, plan, None, f"--loss {method} {train_args}")
     info = dist.setup("cpu")
     return score_folds(prepared, plan, info, ScoreOptions(batch_size=64, workers=0, amp="none"))
@@ -91,18 +91,19 @@ def main() -> None:
     parser.add_argument("--hide", type=float, default=0.4, help="share of positives hidden (--drop-positives)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the hiding, the folds and the training")
     args = parser.parse_args()
     import torch
 
     # Tiny models: one thread is as fast, and two threads per process stall badly on a busy shared machine.
     torch.set_num_threads(1)
     start = time.perf_counter()
-    synth, prepared_dir = args.out / "synth", args.out / f"prepared-hide{args.hide:g}"
+    synth, prepared_dir = args.out / "synth", args.out / f"prepared-hide{args.hide:g}-seed{args.seed}"
     if not (synth / "annotations" / "instances_val2014.json").is_file():
         pumlc("synth", str(synth), "--images", str(args.images), "--image-size", str(args.image_size), "--force")
     if not (prepared_dir / "manifest.json").is_file():
         pumlc("prepare", "coco", "--root", str(synth), "--out", str(prepared_dir), "--drop-positives",
-              str(args.hide), "--strip-negatives", "--seed", "0")  # fmt: skip
+              str(args.hide), "--strip-negatives", "--seed", str(args.seed))  # fmt: skip
     prepared = load_prepared(prepared_dir)
     train = prepared.split_data("train")
     truth, observed = train.truth, train.observed
@@ -110,11 +111,12 @@ def main() -> None:
     size = args.image_size
     train_args = (
         f"--model test_resnet --no-pretrained --epochs {args.epochs} --batch-size 32 --lr 3e-3 --image-size {size} "
-        f"--scale-size {size + size // 8} --train all --workers 0 --device cpu --seed 0"
+        f"--scale-size {size + size // 8} --train all --workers 0 --device cpu --seed {args.seed}"
     )
     rows: list[dict] = []
     for method in METHODS:
-        probs = out_of_fold(prepared, args.out / "folds", method, args.folds, train_args)
+        probs = out_of_fold(prepared, args.out / f"folds-seed{args.seed}", method, args.folds, train_args, args.seed)
+        np.save(args.out / f"oof-{method}-hide{args.hide:g}-seed{args.seed}.npy", probs)  # to re-rank without training
         result = audit_scores(probs, observed)
         r, c = result.ranking("missing")
         est = np.array([e.est_missing if np.isfinite(e.est_missing) else 0.0 for e in result.classes])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pumlc_cli.audit import audit_scores, default_ks, mixture_share, ranking_quality, truth_report
+from pumlc_cli.audit import audit_scores, default_ks, labelled_log_odds, mixture_share, ranking_quality, truth_report
 
 
 def test_ranking_of_a_tiny_hand_made_case() -> None:
@@ -33,13 +33,34 @@ def test_ranking_of_a_tiny_hand_made_case() -> None:
     assert len(rows) == int((observed != 1).sum())
     # The two hidden positives lead, although a raw-score ranking would put (4, a)=0.50 and (6, a) before (4, b).
     assert {(int(r), int(c)) for r, c in zip(rows[:2], cols[:2], strict=True)} == {(3, 0), (4, 1)}
-    assert (int(rows[0]), int(cols[0])) == (3, 0)  # tied calibrated scores: the model's score decides
     for j in range(2):  # within a class the ranking follows the score
         in_class = rows[cols == j]
         assert np.all(np.diff(probs[in_class, j]) <= 0)
     wrong_rows, wrong_cols = audit.ranking("wrong")
     assert (observed[wrong_rows, wrong_cols] == 1).all()
     assert int(wrong_rows[wrong_cols == 0][0]) == 8  # class a's most doubtful positive is the one scoring low
+
+
+def test_missing_positives_rank_by_labelled_odds_blind_to_a_class_score_scale() -> None:
+    # Class b's scores are class a's on another logit scale (b = 2·logit(a) − 1), with the same labels: the same
+    # evidence. Ranked by P(labelled | score) fitted per class, each image's two candidates must tie and sit side by
+    # side; the raw scores would put all of a's candidates first, and an isotonic staircase ties within a class.
+    a = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.65, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    b = 1 / (1 + np.exp(-(2 * np.log(a / (1 - a)) - 1)))
+    labelled = np.isin(np.arange(a.size), [0, 1, 3, 5, 8])
+    observed = np.repeat(labelled.astype(np.int8)[:, None], 2, axis=1)
+    audit = audit_scores(np.stack([a, b], axis=1), observed)
+    cand = ~labelled
+    assert np.allclose(audit.labelled_odds[cand, 0], audit.labelled_odds[cand, 1])
+    rows, cols = audit.ranking("missing")
+    assert np.array_equal(rows[0::2], rows[1::2])  # image by image, both classes together
+    assert np.all(np.diff(a[rows[0::2]]) < 0)  # strictly in the model's order within a class
+    raw_rows = np.tile(np.flatnonzero(cand), 2)[np.argsort(-np.concatenate([a[cand], b[cand]]), kind="stable")]
+    assert not np.array_equal(raw_rows[0::2], raw_rows[1::2])  # the raw scores do not pair them
+    assert len(np.unique(audit.suspicion[cand, 0])) < cand.sum()  # the calibrated score has ties; the ranking not
+    # The fit is Platt's: its log-odds grow with the score and stay finite on a separable class.
+    separable = labelled_log_odds(a, a > 0.55)
+    assert np.all(np.isfinite(separable)) and np.all(np.diff(separable) < 0)
 
 
 def test_precision_and_recall_at_k_against_hand_computed_values() -> None:
