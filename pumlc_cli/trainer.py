@@ -460,6 +460,8 @@ class Trainer:
     def _report_files(self) -> None:
         """Sizes of the two checkpoints: last.pt resumes (optimizer included), best.pt is for eval and predict."""
         last, best = self.run_dir / "last.pt", self.run_dir / "best.pt"
+        if not best.is_file():  # --max-steps stopped the run before its first epoch ended
+            return
         console.print(
             f"saved {last} ({_megabytes(last)}, to resume) and {best} ({_megabytes(best)}, "
             f"{self.best['weights'] or 'ema'} weights of epoch {max(self.best['epoch'], 0) or self.epoch}, "
