@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import error_line, final_error_line, run_cli, train_args, tree_digest
+from tests.helpers import final_error_line, run_cli, train_args, tree_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def refused(args: list, *, watch: tuple[Path, ...], expect: str) -> str:
+    """Exit 2 and one error line (after the notes `train` prints on its resolved options); `watch` unchanged."""
     before = tree_digest(*watch)
-    line = error_line(run_cli(*args, check=False))
+    line = final_error_line(run_cli(*args, check=False))
     assert expect in line, line
     assert tree_digest(*watch) == before
     return line
