@@ -360,7 +360,7 @@ class Trainer:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._epochs()
-            if info.is_main:
+            if info.is_main and self.epoch >= cfg.epochs:  # finished, not stopped by --max-steps
                 self._report_files()
         finally:  # the caller (a shell, a test, a driver) gets its own handlers back
             for sig, handler in previous.items():
