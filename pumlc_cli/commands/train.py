@@ -264,11 +264,9 @@ def train(
     resolved = resolve(file_values, explicit, prepared.manifest, prepared.classes, config_file=config_label)
     cfg = resolved.config
     _check_choices(cfg)
-    if not under_torchrun:
-        for line in [*resolved.notes, resolved.pu_weights]:
-            if line:
-                print(f"pumlc: {line}", file=sys.stderr)
+    notes = [line for line in (*resolved.notes, resolved.pu_weights) if line and not under_torchrun]
     if dry_run:
+        _print_notes(notes)
         sys.stdout.write(cfg.to_json())
         return
     if not under_torchrun and not cfg.resume and cfg.pretrained and cfg.pretrained_path is None:
@@ -288,10 +286,16 @@ def train(
     try:
         # until the trainer installs its own handlers (which save a checkpoint), a signal undoes the start
         with stop_on_signals(), claim_run_folder(out, inputs=inputs, resume=resume):
+            _print_notes(notes)  # after every refusal, so a refused start stays one line
             _start(cfg, out, saved)
     except Stopped as stop:
         print(f"pumlc: {stop} before training started; nothing was saved", file=sys.stderr)
         raise typer.Exit(stop.code) from None
+
+
+def _print_notes(notes: list[str]) -> None:
+    for line in notes:
+        print(f"pumlc: {line}", file=sys.stderr)
 
 
 def _start(cfg: Any, out: Path, saved: Path) -> None:
