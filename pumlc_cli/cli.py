@@ -66,16 +66,35 @@ _register()
 
 
 def main() -> None:
-    """Entry point: bad input becomes one line on stderr and exit code 2; anything unexpected (a bug) one line
-    naming a saved traceback file, exit code 1."""
+    """Entry point: bad input (a file, a value, a flag) becomes one line on stderr and exit code 2; anything
+    unexpected (a bug) one line naming a saved traceback file, exit code 1."""
     try:
-        app(prog_name="pumlc", standalone_mode=True)
+        result = app(prog_name="pumlc", standalone_mode=False)
+    except typer.Abort:
+        print("pumlc: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as err:  # Typer's own (vendored click) parser and usage errors
+        if type(err).__name__ == "NoArgsIsHelpError":  # `pumlc prepare` alone: the help, as asked
+            err.show()
+        else:
+            print(f"pumlc: error: {parser_error_line(err)}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except PumlcError as err:
         print(f"pumlc: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:  # the last resort: never a traceback on the terminal
         print(f"pumlc: error: {unexpected(err)}", file=sys.stderr)
         sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def parser_error_line(err: typer.TyperException) -> str:
+    """A parser error as one line plus where the command's help is (Typer's boxed form takes five or more)."""
+    from pumlc_cli.errors import first_line
+
+    message = first_line(" ".join(err.format_message().replace("Value error, ", "").split()))
+    ctx = getattr(err, "ctx", None)
+    return f"{message} (see `{ctx.command_path} -h`)" if ctx is not None else message
 
 
 def unexpected(err: BaseException) -> str:

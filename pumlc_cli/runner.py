@@ -11,7 +11,7 @@ import io
 import shlex
 import time
 
-import click
+import typer
 from rich.console import Console
 
 from pumlc_cli.errors import PumlcError
@@ -43,10 +43,12 @@ def pumlc(*args: str, quiet: bool = False) -> float:
     except PumlcError as err:
         console.print(f"pumlc: error: {err}")
         code = 2
-    except click.exceptions.Exit as stop:
+    except typer.Exit as stop:
         code = stop.exit_code
-    except click.ClickException as err:
-        err.show()
+    except typer.TyperException as err:  # a parser error (Typer's vendored click)
+        from pumlc_cli.cli import parser_error_line
+
+        console.print(f"pumlc: error: {parser_error_line(err)}")
         code = err.exit_code
     if code:
         console.print(f"[red]command failed with exit code {code}:[/] {shown}")
