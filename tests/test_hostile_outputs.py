@@ -98,6 +98,19 @@ def test_eval_existing_report_needs_force(run, tmp_path):
     (run / "eval.json").unlink()
 
 
+@pytest.mark.parametrize("command", ["eval", "audit"])
+def test_sharding_over_missing_gpus_is_refused(run, synth_prepared, command):
+    """`--gpus N` without N CUDA devices is refused before any work, not run silently as one CPU process."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    ask = max(2, n + 1)
+    line = refused(
+        command, run, "--gpus", str(ask), watch=(run, synth_prepared), expect=f"--gpus {ask}: this machine has"
+    )
+    assert ("no CUDA device" in line) == (n == 0)
+
+
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"

@@ -98,7 +98,10 @@ def run_audit(opts: AuditOptions) -> None:
     from pumlc_cli import load_prepared
     from pumlc_cli.audit_folds import plan_folds, train_folds
     from pumlc_cli.checkpoint import check_classes, load_checkpoint, resolve_checkpoint
+    from pumlc_cli.dist import check_gpus
 
+    kind = opts.device if opts.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    check_gpus(opts.gpus, kind)  # before any fold is trained
     ckpt = resolve_checkpoint(opts.ckpt)
     payload = load_checkpoint(ckpt)
     data = opts.data or Path(payload["config"]["data"])
@@ -115,7 +118,6 @@ def run_audit(opts: AuditOptions) -> None:
         plan = plan_folds(prepared, opts.folds_dir or ckpt.parent / f"audit-folds{opts.folds}", opts.folds, opts.seed)
         if "LOCAL_RANK" not in os.environ:
             train_folds(prepared, plan, config if config.is_file() else None, opts.train_args)
-    kind = opts.device if opts.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     procs = opts.gpus if kind == "cuda" else opts.nproc
     if procs > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(_relaunch(procs, opts, kind))

@@ -90,6 +90,9 @@ def eval_command(
     kind = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if decode == "gpu" and (kind != "cuda" or not torch.cuda.is_available()):
         raise PumlcError("--decode gpu needs a CUDA device (use --decode pil on the CPU)")
+    from pumlc_cli.dist import check_gpus
+
+    check_gpus(gpus, kind)  # several GPUs asked for and none there: refused, not silently one CPU process
     procs = gpus if kind == "cuda" else nproc
     if procs > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(
