@@ -50,6 +50,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         model = nn.parallel.DistributedDataParallel(_model())
         loss, grad = _step(model, x[part], observed[part])
         torch.save({"loss": loss, "grad": grad}, Path(out) / f"rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other still uses it (a SIGABRT otherwise)
     finally:
         dist.destroy_process_group()
 
