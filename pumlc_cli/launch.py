@@ -1,4 +1,4 @@
-"""Re-launch `pumlc train` under torchrun for several processes per node or several nodes."""
+"""Re-launch `pumlc train` under torchrun (several processes per node, several nodes) and `eval`/`audit` (one node)."""
 
 from __future__ import annotations
 
@@ -55,3 +55,20 @@ def relaunch(cfg: TrainConfig, config_path: Path) -> int:
     except Stopped as stop:
         proc.send_signal(stop.signum)
         return proc.wait()
+
+
+def run_local(procs: int, pumlc_args: list[str]) -> int:
+    """`pumlc ARGS` as `procs` torchrun processes on this node (sharded eval and audit); its exit status is ours."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={procs}",
+        "--nnodes=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "pumlc_cli",
+        *pumlc_args,
+    ]
+    return subprocess.call(cmd)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -199,21 +197,6 @@ def _score_and_report(
 
 
 def _relaunch(procs: int, opts: AuditOptions, kind: str) -> int:
-    from pumlc_cli.launch import free_port
+    from pumlc_cli.launch import run_local
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={procs}",
-        "--nnodes=1",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
-        "-m",
-        "pumlc_cli",
-        "audit",
-        *opts.argv(),
-        "--device",
-        kind,
-    ]
-    return subprocess.call(cmd)
+    return run_local(procs, ["audit", *opts.argv(), "--device", kind])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -256,7 +254,7 @@ def _relaunch(
     kind: str,
     decode: str,
 ) -> int:
-    from pumlc_cli.launch import free_port
+    from pumlc_cli.launch import run_local
 
     args = [
         str(ckpt),
@@ -282,20 +280,7 @@ def _relaunch(
             args += [flag, str(value)]
     args += ["--mask-unknown"] if mask_unknown else []
     args += ["--voc11"] if voc11 else []
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={procs}",
-        "--nnodes=1",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
-        "-m",
-        "pumlc_cli",
-        "eval",
-        *args,
-    ]
-    return subprocess.call(cmd)
+    return run_local(procs, ["eval", *args])
 
 
 def _clean(value: Any) -> float | None:
