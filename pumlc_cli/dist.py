@@ -54,7 +54,12 @@ def check_gpus(gpus: int, device_kind: str) -> None:
 
 
 def teardown(info: DistInfo) -> None:
+    """Leave the group once nothing uses it: a DistributedDataParallel module (its reducer) still alive when the
+    group is destroyed aborts the process at exit (SIGABRT, "terminate called without an active exception")."""
     if info.distributed and dist.is_initialized():
+        import gc
+
+        gc.collect()  # a model kept only by reference cycles goes now, not after the group
         dist.destroy_process_group()
 
 

@@ -500,16 +500,20 @@ def run_training(cfg: TrainConfig) -> None:
     """Entry point of one process: join the group, train (or resume), leave the group."""
     info = dist.setup(cfg.resolved_device())
     try:
-        trainer = Trainer(cfg, info)
-        if cfg.resume:
-            trainer.restore(Path(cfg.out) / "last.pt")
-            if trainer.epoch >= cfg.epochs:
-                if info.is_main:
-                    console.print(
-                        f"{cfg.out}: all {trainer.epoch} epochs done; nothing to resume (more: --resume --epochs N)",
-                        highlight=False,
-                    )
-                return
-        trainer.run()
+        _train(cfg, info)
     finally:
-        dist.teardown(info)
+        dist.teardown(info)  # after _train returned: the DDP-wrapped model is gone before its group
+
+
+def _train(cfg: TrainConfig, info: dist.DistInfo) -> None:
+    trainer = Trainer(cfg, info)
+    if cfg.resume:
+        trainer.restore(Path(cfg.out) / "last.pt")
+        if trainer.epoch >= cfg.epochs:
+            if info.is_main:
+                console.print(
+                    f"{cfg.out}: all {trainer.epoch} epochs done; nothing to resume (more: --resume --epochs N)",
+                    highlight=False,
+                )
+            return
+    trainer.run()

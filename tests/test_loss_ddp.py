@@ -7,6 +7,7 @@ weight gradient must equal the single-process gradient.
 
 from __future__ import annotations
 
+import gc
 import socket
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def _worker(rank: int, port: int, out: str) -> None:
         model = nn.parallel.DistributedDataParallel(_model())
         loss, grad = _step(model, x[part], observed[part])
         torch.save({"loss": loss, "grad": grad}, Path(out) / f"rank{rank}.pt")
-        dist.barrier()  # neither rank tears gloo down while the other still uses it (a SIGABRT otherwise)
+        del model  # a DDP module outliving its process group aborts the process at exit (see dist.teardown)
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
