@@ -170,30 +170,22 @@ def test_force_replaces_only_prepared_folders(coco, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "mine", "p"]
 
 
-def test_second_prepare_on_the_same_out_is_refused_naming_the_holder(coco, tmp_path):
-    """A real concurrent run: the first (slow: image cache, one worker) holds the lock; the second is refused."""
-    out = tmp_path / "p"
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pumlc_cli",
-            "prepare",
-            "coco",
-            "--root",
-            coco,
-            "--out",
-            out,
-            "--cache-size",
-            "40",
-            "--cache-workers",
-            "1",
-        ],
+def _start_cached_prepare(coco: Path, out: Path, *, workers: int) -> subprocess.Popen:
+    """A real `prepare` slow enough to be caught mid-run: it writes an image cache with `workers` processes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pumlc_cli", "prepare", "coco", "--root", coco, "--out", out]
+        + ["--cache-size", "40", "--cache-workers", str(workers)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_second_prepare_on_the_same_out_is_refused_naming_the_holder(coco, tmp_path):
+    """A real concurrent run: the first (slow: image cache, one worker) holds the lock; the second is refused."""
+    out = tmp_path / "p"
+    first = _start_cached_prepare(coco, out, workers=1)
     try:
         lock = tmp_path / ".p.pumlc-lock"
         deadline = time.monotonic() + 60
@@ -244,27 +236,7 @@ def _alive(pid: int) -> bool:
 def test_signal_during_cache_workers_leaves_nothing(coco, tmp_path, sig):
     out = tmp_path / "p"
     before = tree_digest(coco)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pumlc_cli",
-            "prepare",
-            "coco",
-            "--root",
-            coco,
-            "--out",
-            out,
-            "--cache-size",
-            "40",
-            "--cache-workers",
-            "2",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_cached_prepare(coco, out, workers=2)
     deadline = time.monotonic() + 60
     workers: set[int] = set()
     while time.monotonic() < deadline and proc.poll() is None:
