@@ -38,6 +38,11 @@ def refused(*args, watch: tuple[Path, ...], expect: str) -> str:
     return line
 
 
+def _coco_args(ann: Path, images: Path, out: Path) -> list:
+    """`prepare coco` on one annotation file and image folder: the command most cases here vary."""
+    return ["prepare", "coco", "--train-ann", ann, "--train-images", images, "--out", out]
+
+
 def _coco_file(path: Path, images: list[dict], anns: list[dict] | None = None, cats=None) -> Path:
     doc = {
         "images": images,
@@ -307,14 +312,7 @@ def test_coco_duplicate_file_names(tmp_path, names, expect):
     ann = _coco_file(tmp_path / "ann.json", images, [{"image_id": 1, "category_id": 1}])
     (tmp_path / "img").mkdir()
     line = refused(
-        "prepare",
-        "coco",
-        "--train-ann",
-        ann,
-        "--train-images",
-        tmp_path / "img",
-        "--out",
-        tmp_path / "p",
+        *_coco_args(ann, tmp_path / "img", tmp_path / "p"),
         watch=(ann,),
         expect=expect,
     )
@@ -493,14 +491,7 @@ def test_zero_images(tmp_path):
     (tmp_path / "img").mkdir()
     ann = _coco_file(tmp_path / "ann.json", [])
     refused(
-        "prepare",
-        "coco",
-        "--train-ann",
-        ann,
-        "--train-images",
-        tmp_path / "img",
-        "--out",
-        tmp_path / "p",
+        *_coco_args(ann, tmp_path / "img", tmp_path / "p"),
         watch=(ann,),
         expect="lists no images",
     )
