@@ -134,6 +134,7 @@ class Trainer:
         )
         val = self.prepared.split_data("val")
         self.val_targets, self.val_policy = val_targets(val.observed, cfg.val_unknown)
+        self._val_scope = "(known labels)" if self.val_policy == "ignore" else "(unknowns as negatives)"
         self.val_set = eval_dataset(self.prepared.image_root, val.images, val.observed, cfg.image_size)
         self.steps_per_epoch = len(train.images) // cfg.batch_size
         workers, cuda = cfg.workers, info.device.type == "cuda"
@@ -447,7 +448,7 @@ class Trainer:
                     if key not in {"epoch", "step"} and value is not None:
                         self.writer.add_scalar(key, value, self.global_step)
             val = (
-                f"val mAP on observed labels {scores['regular']:.2f} (EMA {scores['ema']:.2f})"
+                f"val mAP {self._val_scope} {scores['regular']:.2f} (EMA {scores['ema']:.2f})"
                 if scores
                 else "no val split"
             )
