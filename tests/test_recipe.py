@@ -200,3 +200,17 @@ def test_training_crops_are_square_of_the_released_sizes() -> None:
     sides = {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes}
     assert sides == {(s, s) for s in (512, 448, 384, 320, 256)}  # dataloader.py's randomCropList at scale 512
     assert min(min(x0, y0) for x0, y0, _, _ in boxes) >= 0 and max(max(x1, y1) for _, _, x1, y1 in boxes) <= 512
+
+
+def test_voc_mini_command_resolves_to_its_setting(csv_prepared: Path, tmp_path: Path) -> None:
+    """The voc-mini grid's train command: the issue-12 setting, with live BatchNorm and a warmed-up EMA."""
+    from pumlc_cli.reproduce import RECIPES, train_args
+
+    recipe = RECIPES["voc-mini"]
+    args = train_args(recipe, csv_prepared, tmp_path / "run", "pu", 3, 1, "cpu", [])
+    assert args[:4] == ["train", str(csv_prepared), "--out", str(tmp_path / "run")]
+    cfg, err = dry_run(csv_prepared, tmp_path / "run", *args[4:])
+    assert (cfg["freeze_bn"], cfg["ema_warmup"], cfg["local_global"]) == (False, True, False)
+    assert (cfg["epochs"], cfg["schedule_epochs"], cfg["lr"], cfg["batch_size"]) == (6, 6, 1e-3, 16)
+    assert (cfg["train_policy"], cfg["head"], cfg["val_unknown"], cfg["seed"]) == ("last", "linear", "ignore", 3)
+    assert "α=2.0 from --alpha" in err
