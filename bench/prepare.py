@@ -99,13 +99,13 @@ def touch_images(path: Path, images: Path) -> None:
 
 def time_prepare(path: Path, images: Path, out: Path) -> tuple[float, float]:
     """(wall, CPU) of reading the file, building the table, checking the images and writing the prepared folder."""
-    from pumlc_cli.prepared import prepare_dataset
+    from pumlc_cli.prepared import WriteOptions, prepare_dataset
     from pumlc_cli.readers.coco import read_coco
 
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()
     table = read_coco(path, None, images)
-    prepare_dataset(table, out, force=True)
+    prepare_dataset(table, out, options=WriteOptions(force=True))
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
     assert len(table.images) == N_IMAGES and table.info["class_source"] == "coco2014"
     del table

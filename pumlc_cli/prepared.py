@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -275,19 +276,22 @@ def check_image_files(table: LabelTable) -> None:
             raise PumlcError(f"{path}: cannot be opened as an image ({err.__class__.__name__}: {err})") from None
 
 
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a prepared folder is split and written, besides the corruption (`CorruptionSpec`)."""
+
+    seed: int = 0
+    val_fraction: float = 0.1
+    clean_val: bool = False
+    empty_images: Literal["keep", "drop"] = "keep"
+    check_images: bool = False
+    force: bool = False
+    cache_size: int | None = None
+    cache_workers: int | None = None
+
+
 def prepare_dataset(
-    table: LabelTable,
-    out: Path,
-    *,
-    spec: CorruptionSpec | None = None,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    clean_val: bool = False,
-    empty_images: str = "keep",
-    check_images: bool = False,
-    force: bool = False,
-    cache_size: int | None = None,
-    cache_workers: int | None = None,
+    table: LabelTable, out: Path, spec: CorruptionSpec | None = None, options: WriteOptions | None = None
 ) -> dict:
     """Empty-image policy -> (optional) image check -> corruptions of the training file -> val split -> write
     (with `cache_size`, also the pre-resized image cache, see `pumlc_cli.image_cache`).
@@ -295,18 +299,19 @@ def prepare_dataset(
     Returns the manifest that was written.
     """
     spec = spec or CorruptionSpec()
+    opt = options or WriteOptions()
     spec.validate()
-    check_seed(seed)
-    if empty_images not in EMPTY_POLICIES:
-        raise PumlcError(f"--empty-images must be keep or drop, got {empty_images!r}")
-    check_cache_size(cache_size, cache_workers)
+    check_seed(opt.seed)
+    if opt.empty_images not in EMPTY_POLICIES:
+        raise PumlcError(f"--empty-images must be keep or drop, got {opt.empty_images!r}")
+    check_cache_size(opt.cache_size, opt.cache_workers)
     n_read = len(table.images)
     n_empty = int(table.empty.sum())
-    if empty_images == "drop":
+    if opt.empty_images == "drop":
         table = table.subset(~table.empty)
     if not (table.part == "train").any():
-        raise PumlcError(f"{table.image_root}: no training images (after --empty-images {empty_images})")
-    if check_images:
+        raise PumlcError(f"{table.image_root}: no training images (after --empty-images {opt.empty_images})")
+    if opt.check_images:
         check_image_files(table)
     else:
         check_listed_files(table.image_root, table.images)
@@ -314,10 +319,10 @@ def prepare_dataset(
     is_train = table.part == "train"
     truth = table.truth
     truth_tr = truth[is_train]
-    obs_tr, records = apply_corruptions(truth_tr, spec, seed, table.classes)
-    is_val, split_record = carve_validation(len(truth_tr), val_fraction, seed)
-    split_record["clean_val"] = clean_val
-    if clean_val:
+    obs_tr, records = apply_corruptions(truth_tr, spec, opt.seed, table.classes)
+    is_val, split_record = carve_validation(len(truth_tr), opt.val_fraction, opt.seed)
+    split_record["clean_val"] = opt.clean_val
+    if opt.clean_val:
         obs_tr[is_val] = truth_tr[is_val]
     observed = truth.copy()
     observed[is_train] = obs_tr
@@ -325,7 +330,7 @@ def prepare_dataset(
     split[np.flatnonzero(is_train)] = np.where(is_val, "val", "train")
     split = split.astype(str)
 
-    policies = {"empty_images": empty_images, **table.info.get("policies", {})}
+    policies = {"empty_images": opt.empty_images, **table.info.get("policies", {})}
     counts = {s: int((split == s).sum()) for s in SPLITS}
     if counts["train"] == 0:
         raise PumlcError(f"{table.image_root}: the train split would be empty ({counts['val']} image(s), all to val)")
@@ -333,7 +338,7 @@ def prepare_dataset(
         {
             "read": n_read,
             "empty_in_source": n_empty,
-            "dropped_empty": n_empty if empty_images == "drop" else 0,
+            "dropped_empty": n_empty if opt.empty_images == "drop" else 0,
         }
     )
     info = {k: v for k, v in table.info.items() if k != "policies"}
@@ -348,19 +353,19 @@ def prepare_dataset(
         "classes": list(table.classes),
         "encoding": {"positive": 1, "negative": -1, "unknown": 0},
         "policies": policies,
-        "seed": seed,
+        "seed": opt.seed,
         "corruptions": records,
-        "corrupted_splits": ["train"] if clean_val else ["train", "val"],
+        "corrupted_splits": ["train"] if opt.clean_val else ["train", "val"],
         "validation": split_record,
         "counts": counts,
     }
     populate = None
-    if cache_size is not None:
-        manifest["image_cache"] = cache_record(cache_size)
+    if opt.cache_size is not None:
+        manifest["image_cache"] = cache_record(opt.cache_size)
 
         def populate(tmp: Path) -> None:
-            write_image_cache(table.image_root, table.images, tmp / CACHE_DIR, cache_size, cache_workers)
+            write_image_cache(table.image_root, table.images, tmp / CACHE_DIR, opt.cache_size, opt.cache_workers)
 
     arrow = _arrow_table(table.images, split, truth, observed, table.classes)
-    write_prepared(Path(out), arrow, manifest, force=force, populate=populate)
+    write_prepared(Path(out), arrow, manifest, force=opt.force, populate=populate)
     return manifest

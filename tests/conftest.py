@@ -39,7 +39,7 @@ def synth_prepared(synth_root, tmp_path_factory) -> Path:
         synth_root / "annotations" / "instances_train2014.json",
         synth_root / "annotations" / "instances_val2014.json",
     )
-    prepare_dataset(table, out, spec=CorruptionSpec(partial=0.5), seed=0)
+    prepare_dataset(table, out, CorruptionSpec(partial=0.5))
     return out
 
 

@@ -15,6 +15,7 @@ import typer
 from pumlc_cli.corrupt import CorruptionSpec, check_seed
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.help import CONTEXT, HelpCommand, HelpGroup, examples
+from pumlc_cli.prepared import WriteOptions, prepare_dataset, remove_stale
 
 if TYPE_CHECKING:
     from pumlc_cli.readers import LabelTable
@@ -143,62 +144,40 @@ def _partial(partial: float | None, missing: float | None) -> float | None:
     return round(1.0 - missing, 12)
 
 
-def _spec(partial, single_positive, drop_positives, noise_fn, noise_fp, noise_file, strip_negatives) -> CorruptionSpec:
-    spec = CorruptionSpec(
-        noise_fn=noise_fn,
-        noise_fp=noise_fp,
-        noise_file=noise_file,
-        partial=partial,
-        single_positive=single_positive,
-        drop_positives=drop_positives,
-        strip_negatives=strip_negatives,
-    )
-    spec.validate()
-    return spec
-
-
-def _precheck(
-    out: Path,
-    force: bool,
-    seed: int,
-    val_fraction: float,
-    cache_size: int | None = None,
-    cache_workers: int | None = None,
-) -> None:
+def _precheck(out: Path, options: WriteOptions) -> None:
     """Cheap checks before any file is read."""
     from pumlc_cli.image_cache import check_cache_size
 
-    check_seed(seed)
-    check_cache_size(cache_size, cache_workers)
-    if not 0.0 <= val_fraction < 1.0:
-        raise PumlcError(f"--val-fraction must be within [0, 1), got {val_fraction}")
-    if out.exists() and not force:
+    check_seed(options.seed)
+    check_cache_size(options.cache_size, options.cache_workers)
+    if not 0.0 <= options.val_fraction < 1.0:
+        raise PumlcError(f"--val-fraction must be within [0, 1), got {options.val_fraction}")
+    if out.exists() and not options.force:
         raise PumlcError(f"{out}: already exists (use --force to replace it)")
 
 
-_CORRUPTIONS = ("partial", "single_positive", "drop_positives", "noise_fn", "noise_fp", "noise_file", "strip_negatives")
-_WRITE = ("seed", "val_fraction", "clean_val", "empty_images", "check_images", "force", "cache_size", "cache_workers")
-
-
-def _prepare(read: Callable[[], LabelTable], out: Path, options: dict, inputs: list[Path | str | None]) -> None:
+def _prepare(
+    read: Callable[[], LabelTable],
+    out: Path,
+    spec: CorruptionSpec,
+    options: WriteOptions,
+    inputs: list[Path | str | None],
+) -> None:
     """The shared tail of every `prepare` command: check the options and the output, claim the output, then
     read, corrupt and write. A signal or an error leaves no temporary folder behind."""
     from pumlc_cli.interrupt import Stopped, stop_on_signals
     from pumlc_cli.outputs import check_not_input, check_output_folder, claim
 
-    options = {**options, "partial": _partial(options["partial"], options["missing"])}
-    spec = _spec(*(options[k] for k in _CORRUPTIONS))
-    target = check_output_folder(out, "--out", inputs=[*inputs, options["noise_file"]])
-    _precheck(out, *(options[k] for k in ("force", "seed", "val_fraction", "cache_size", "cache_workers")))
+    spec.validate()
+    target = check_output_folder(out, "--out", inputs=[*inputs, spec.noise_file])
+    _precheck(out, options)
     _check_replaceable(target)
     try:
         with stop_on_signals(), claim(target, "pumlc prepare"):
-            from pumlc_cli.prepared import remove_stale
-
             remove_stale(target)
             table = read()
             check_not_input(target, "--out", [*table.image_dirs, *(s["path"] for s in table.sources)])
-            _finish(table, target, spec, **{k: options[k] for k in _WRITE})
+            _summary(target, prepare_dataset(table, target, spec, options))
     except Stopped as stop:
         print(f"pumlc: {stop}; nothing was written to {target}", file=sys.stderr)
         raise typer.Exit(stop.code) from None
@@ -210,13 +189,6 @@ def _check_replaceable(out: Path) -> None:
 
     if out.is_dir() and any(out.iterdir()) and not is_prepared_folder(out):
         raise PumlcError(f"{out}: not a folder written by `pumlc prepare`; --force only replaces prepared folders")
-
-
-def _finish(table, out: Path, spec: CorruptionSpec, **kw) -> None:
-    from pumlc_cli.prepared import prepare_dataset
-
-    manifest = prepare_dataset(table, out, spec=spec, **kw)
-    _summary(out, manifest)
 
 
 def _summary(out: Path, manifest: dict) -> None:
@@ -306,10 +278,30 @@ def coco(
 
     --root finds COCO 2014 or 2017 files; without a val file (or --test-ann) there is no test split.
     """
+    spec = CorruptionSpec(
+        partial=_partial(partial, missing),
+        single_positive=single_positive,
+        drop_positives=drop_positives,
+        noise_fn=noise_fn,
+        noise_fp=noise_fp,
+        noise_file=noise_file,
+        strip_negatives=strip_negatives,
+    )
+    options = WriteOptions(
+        seed=seed,
+        val_fraction=val_fraction,
+        clean_val=clean_val,
+        empty_images=empty_images,
+        check_images=check_images,
+        force=force,
+        cache_size=cache_size,
+        cache_workers=cache_workers,
+    )
     _prepare(
         lambda: _read_coco(root, train_ann, test_ann, train_images, test_images),
         out,
-        locals(),
+        spec,
+        options,
         [root, train_ann, test_ann, train_images, test_images],
     )
 
@@ -377,7 +369,26 @@ def voc(
     """PASCAL VOC devkit: trainval -> train + val, test -> test (test.txt optional)."""
     from pumlc_cli.readers.voc import read_voc
 
-    _prepare(lambda: read_voc(root, difficult=voc_difficult), out, locals(), [root])
+    spec = CorruptionSpec(
+        partial=_partial(partial, missing),
+        single_positive=single_positive,
+        drop_positives=drop_positives,
+        noise_fn=noise_fn,
+        noise_fp=noise_fp,
+        noise_file=noise_file,
+        strip_negatives=strip_negatives,
+    )
+    options = WriteOptions(
+        seed=seed,
+        val_fraction=val_fraction,
+        clean_val=clean_val,
+        empty_images=empty_images,
+        check_images=check_images,
+        force=force,
+        cache_size=cache_size,
+        cache_workers=cache_workers,
+    )
+    _prepare(lambda: read_voc(root, difficult=voc_difficult), out, spec, options, [root])
 
 
 @app.command("csv", cls=HelpCommand, epilog=examples(*EXAMPLES["csv"]))
@@ -417,5 +428,24 @@ def csv_(
         class_list = parse_class_list(classes) if classes is not None else None
         return read_csv_labels(train, test, images, sep=sep, classes=class_list)
 
+    spec = CorruptionSpec(
+        partial=_partial(partial, missing),
+        single_positive=single_positive,
+        drop_positives=drop_positives,
+        noise_fn=noise_fn,
+        noise_fp=noise_fp,
+        noise_file=noise_file,
+        strip_negatives=strip_negatives,
+    )
+    options = WriteOptions(
+        seed=seed,
+        val_fraction=val_fraction,
+        clean_val=clean_val,
+        empty_images=empty_images,
+        check_images=check_images,
+        force=force,
+        cache_size=cache_size,
+        cache_workers=cache_workers,
+    )
     class_file = classes if classes is not None and Path(classes).is_file() else None
-    _prepare(read, out, locals(), [train, test, images, class_file])
+    _prepare(read, out, spec, options, [train, test, images, class_file])
