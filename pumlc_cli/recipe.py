@@ -16,7 +16,8 @@ with where it comes from in the released code (TAKELAMAG/PU-MLC, commit 1a4445f)
 
 Without pretrained weights the fine-tuning parts of the recipe cannot apply (freezing random layers, frozen random
 BatchNorm statistics, a schedule cut at half its length, a fine-tuning learning rate), so the recipe then trains
-every weight with live BatchNorm over a complete one-cycle schedule at a from-scratch learning rate (`FROM_SCRATCH`).
+every weight with live BatchNorm over a complete one-cycle schedule at a from-scratch learning rate, with a warmed-up
+EMA (`FROM_SCRATCH`).
 """
 
 from __future__ import annotations
@@ -54,8 +55,15 @@ PAPER: dict[str, dict[str, Any]] = {
     "voc": {**_COMMON, "batch_size": 90, "lr": 4e-5, "epochs": 56, "ema_decay": 0.991, "alpha": 2.0, "gamma": 0.85},
 }
 # From random weights: train everything, BatchNorm statistics live, one complete one-cycle schedule (its length
-# follows --epochs), and a learning rate for training from scratch rather than fine-tuning.
-FROM_SCRATCH: dict[str, Any] = {"train_policy": "all", "freeze_bn": False, "schedule_epochs": None, "lr": 3e-3}
+# follows --epochs), a learning rate for training from scratch rather than fine-tuning, and an EMA whose decay
+# warms up (a short run's few hundred steps would otherwise leave the EMA at the random initial weights).
+FROM_SCRATCH: dict[str, Any] = {
+    "train_policy": "all",
+    "freeze_bn": False,
+    "schedule_epochs": None,
+    "lr": 3e-3,
+    "ema_warmup": True,
+}
 
 
 def dataset_kind(manifest: dict[str, Any]) -> str:

@@ -101,6 +101,7 @@ def test_flags_beat_config_file_beat_recipe(voc_prepared: Path, tmp_path: Path) 
 def test_without_pretrained_weights_everything_trains(voc_prepared: Path, tmp_path: Path) -> None:
     cfg, err = dry_run(voc_prepared, tmp_path / "run", "--no-pretrained", "--epochs", "7")
     assert (cfg["train_policy"], cfg["freeze_bn"], cfg["schedule_epochs"]) == ("all", False, 7)
+    assert cfg["ema_warmup"] is True
     assert "warning" not in err
     _, err = dry_run(voc_prepared, tmp_path / "run", "--no-pretrained", "--train", "last")
     assert "warning: --train last without pretrained weights" in err

@@ -163,8 +163,12 @@ def train(
     ema_decay: float | None = typer.Option(
         None, show_default=_RECIPE, help="EMA decay (recipe: 0.9997 COCO, 0.991 VOC).", rich_help_panel=_SCHEDULE
     ),
-    ema_warmup: bool = typer.Option(
-        False, "--ema-warmup/--no-ema-warmup", help="EMA decay warm-up (not the paper's).", rich_help_panel=_SCHEDULE
+    ema_warmup: bool | None = typer.Option(
+        None,
+        "--ema-warmup/--no-ema-warmup",
+        show_default=_RECIPE,
+        help="EMA decay warm-up, not the paper's (recipe: off; on from random weights).",
+        rich_help_panel=_SCHEDULE,
     ),
     grad_clip: float | None = typer.Option(
         None, show_default=_RECIPE, help="Max gradient norm; 0 disables (recipe: 0).", rich_help_panel=_SCHEDULE
