@@ -253,6 +253,15 @@ def test_ll_r_rejects_the_reference_count_over_all_entries():
         assert loss_fn(logits, observed).item() == pytest.approx(_large_loss_matters(logits, observed, epoch, 2.0))
 
 
+def test_llr_takes_the_authors_rate_of_the_dataset_kind():
+    # snucml/LargeLossMatters#4: LL-R delta_rel 0.2 on PASCAL VOC, 0.4 on MS-COCO; CSV data falls back to COCO's.
+    assert build_loss("ll-r", 3, dataset="voc").delta_rel == 0.2
+    assert build_loss("ll-r", 3, dataset="coco").delta_rel == 0.4
+    assert build_loss("ll-r", 3, dataset="csv").delta_rel == 0.4
+    assert build_loss("ll-r", 3, dataset="voc", delta_rel=0.3).delta_rel == 0.3  # the option wins
+    assert "dataset" not in loss_options("ll-r")
+
+
 def _role_by_hand(x, a, obs, k):
     """ROLE's loss for one batch in plain floats: p = sigmoid(x), e = sigmoid(a), Cole et al.'s terms."""
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731

@@ -237,7 +237,7 @@ def _semantic_reference(head: SemanticHead, features: torch.Tensor) -> torch.Ten
     feats = []
     for c in range(head.embeddings.shape[0]):
         joint = torch.tanh(head.feature_fc(fmap) * head.embedding_fc(head.embeddings[c]))
-        coef = torch.softmax(head.score(joint)[..., 0], dim=1)  # [B, HW]
+        coef = torch.softmax(head.score(head.score_hidden(joint))[..., 0], dim=1)  # [B, HW]
         feats.append((fmap * coef[..., None]).sum(1))
     semantic = torch.stack(feats, 1)
     w_in, b_in = head.gate_in.weight, head.gate_in.bias
@@ -279,3 +279,14 @@ def test_semantic_head_matches_formulas_and_trains(tmp_path: Path) -> None:
         build_model(TINY, 4, head="semantic", label_cooccurrence=graph, class_embeddings=vectors)
     with pytest.raises(PumlcError, match="cannot read"):
         build_model(TINY, 4, head="semantic", class_embeddings=tmp_path / "absent.npy")
+
+
+def test_semantic_head_logits_stay_float32_under_autocast() -> None:
+    """The released classifier runs in float32 under autocast (type promotion); bf16 logits would tie scores."""
+    torch.manual_seed(0)
+    head = SemanticHead(16, 4, feature_dim=8, hidden_dim=6, output_dim=5)
+    features = torch.randn(2, 16, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(features)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, head(features), atol=0.05, rtol=0.05)  # bf16 elsewhere, same function

@@ -30,6 +30,9 @@ from pumlc_cli.losses.dist import all_reduce_sum, is_distributed, reduce_sum_
 
 # Expected positives per image, Cole et al. (2021) `train.py` (`expected_num_pos`), used by EPR and ROLE.
 EPR_DATASET_DEFAULTS: dict[str, float] = {"coco": 2.9, "voc": 1.5}
+# LL-R's delta_rel: the released code requires the flag; the authors' best values (snucml/LargeLossMatters#4):
+# PASCAL VOC 0.2, MS-COCO (and NUS-WIDE, CUB) 0.4.
+LLR_DATASET_DEFAULTS: dict[str, float] = {"coco": 0.4, "voc": 0.2}
 
 
 def _per_image(loss_matrix: torch.Tensor) -> torch.Tensor:
@@ -256,15 +259,18 @@ class LargeLossRejection(MultiLabelLoss):
     Unknowns are negatives, but in each batch the k = ceil(N * C * rate) largest losses among the unknown
     entries are dropped (set to zero), with rate = min(epoch * delta_rel / 100, 1): the quota is a
     fraction of ALL N * C entries of the batch, as LargeLossMatters computes it, so epoch 0 rejects
-    nothing and the rate grows by `delta_rel` percent per epoch (default 0.2, the paper's COCO value).
+    nothing and the rate grows by `delta_rel` percent per epoch (default: the authors' best value for the
+    dataset kind, LLR_DATASET_DEFAULTS: 0.2 for VOC, 0.4 for COCO and for CSV data).
     Call `set_epoch` at the start of every epoch. Losses tied with the cut-off are all rejected, as in
     the reference. Observed positives and negatives are never rejected (when the quota exceeds the
     unknown entries, all unknowns go; the reference would then zero observed entries too). The
     selection is per local batch under DDP.
     """
 
-    def __init__(self, num_classes: int, *, delta_rel: float = 0.2) -> None:
+    def __init__(self, num_classes: int, *, delta_rel: float | None = None, dataset: str | None = None) -> None:
         super().__init__(num_classes)
+        if delta_rel is None:
+            delta_rel = dataset_default(LLR_DATASET_DEFAULTS, dataset)
         self.delta_rel = positive_float("delta_rel", delta_rel, allow_zero=True)
 
     def rejection_rate(self) -> float:

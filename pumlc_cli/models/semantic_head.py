@@ -9,10 +9,14 @@ For a feature map f (pooled 2x2 as in the published backbone) and class embeddin
 
 A[i, j] = P(j observed positive | i observed positive) over the training set's *observed* labels.
 
-Rearrangements (exact): the published scorer is two Linear layers (hidden -> hidden -> 1) with nothing
-between, i.e. one linear functional, written as one Linear(hidden, 1) without bias (a bias is a constant
-that the softmax over positions ignores); the per-class pooling is one bmm instead of a repeated
-feature map multiplied and summed; the GGNN's six gate projections are three matmuls.
+The scorer stays the published two Linear layers (hidden -> hidden -> 1, with biases, nothing between): as a
+function it is one linear functional, but Adam moves the two factors' entries separately, so one merged layer
+would train differently. Rearrangements (exact): the per-class pooling is one bmm instead of a repeated feature
+map multiplied and summed; the GGNN's six gate projections are three matmuls.
+
+Precision: under fp16/bf16 autocast the released code's pooling sum and element-wise classifier run in float32
+(a half-precision tensor times a float32 weight is promoted), so here they run with autocast off. Logits rounded
+to bf16 would tie many test scores per class and lower the mAP.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class SemanticHead(nn.Module):
         embed_dim = self.embeddings.shape[1]
         self.feature_fc = nn.Linear(feature_dim, hidden_dim, bias=False)
         self.embedding_fc = nn.Linear(embed_dim, hidden_dim, bias=False)
-        self.score = nn.Linear(hidden_dim, 1, bias=False)
+        self.score_hidden = nn.Linear(hidden_dim, hidden_dim)
+        self.score = nn.Linear(hidden_dim, 1)
         self.gate_in = nn.Linear(2 * feature_dim, 3 * feature_dim)  # z, r, candidate from messages
         self.gate_state = nn.Linear(feature_dim, 2 * feature_dim)  # z, r from the node state
         self.candidate_state = nn.Linear(feature_dim, feature_dim)  # candidate from the reset state
@@ -78,9 +83,12 @@ class SemanticHead(nn.Module):
         tokens = f.flatten(2).transpose(1, 2)  # [B, HW, D]
         keys = self.feature_fc(tokens)  # [B, HW, K]
         queries = self.embedding_fc(self.embeddings)  # [C, K]
-        scores = self.score(torch.tanh(keys[:, None] * queries[None, :, None])).squeeze(-1)  # [B, C, HW]
-        coef = torch.softmax(scores, dim=-1, dtype=torch.float32).to(tokens.dtype)
-        semantic = torch.bmm(coef, tokens)  # [B, C, D]
+        joint = torch.tanh(keys[:, None] * queries[None, :, None])  # [B, C, HW, K]
+        scores = self.score(self.score_hidden(joint)).squeeze(-1)  # [B, C, HW]
+        wide = torch.promote_types(tokens.dtype, torch.float32)  # at least float32, as in the released code
+        coef = torch.softmax(scores, dim=-1, dtype=wide)
+        with torch.autocast(features.device.type, enabled=False):
+            semantic = torch.bmm(coef, tokens.to(wide))  # [B, C, D]
         state = semantic
         adjacency = self.adjacency.to(state.dtype)
         for _ in range(self.steps):
@@ -89,6 +97,7 @@ class SemanticHead(nn.Module):
             s_z, s_r = self.gate_state(state).chunk(2, dim=-1)
             update, reset = torch.sigmoid(m_z + s_z), torch.sigmoid(m_r + s_r)
             candidate = torch.tanh(m_h + self.candidate_state(reset * state))
-            state = torch.lerp(state, candidate, update)
+            state = state + update * (candidate - state)  # promotes like the released (1-z)·h + z·ĥ
         out = torch.tanh(self.output(torch.cat([state, semantic], dim=-1)))  # [B, C, O]
-        return torch.einsum("bco,co->bc", out, self.class_weight.to(out.dtype)) + self.class_bias
+        with torch.autocast(features.device.type, enabled=False):
+            return torch.einsum("bco,co->bc", out.to(self.class_weight.dtype), self.class_weight) + self.class_bias
