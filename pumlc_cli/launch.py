@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from pumlc_cli.config import TrainConfig
 
@@ -72,3 +74,24 @@ def run_local(procs: int, pumlc_args: list[str]) -> int:
         *pumlc_args,
     ]
     return subprocess.call(cmd)
+
+
+def repeat_argv(ctx: Any, **values: object) -> list[str]:
+    """The command line that repeats this command's invocation (a click/Typer context), `values` replacing some
+    parameters' values: every argument in order, every option in its first spelling, unset options left out."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        if not param.expose_value:
+            continue
+        value = values.get(param.name, ctx.params.get(param.name))
+        value = value.value if isinstance(value, enum.Enum) else value
+        if param.param_type_name == "argument":
+            args.append(str(value))
+        elif getattr(param, "is_flag", False) and not getattr(param, "is_bool_flag", True):
+            raise ValueError(f"{param.name}: only on/off flags can be repeated")
+        elif getattr(param, "is_flag", False):
+            spelling = param.opts[0] if value else (param.secondary_opts or [None])[0]
+            args += [spelling] if spelling else []
+        elif value is not None:
+            args += [param.opts[0], str(value)]
+    return args

@@ -58,23 +58,13 @@ def test_eval_equals_metrics_from_its_saved_scores(trained: Path, synth_prepared
 
 def test_eval_sharded_over_two_processes_matches(trained: Path, tmp_path: Path) -> None:
     one, two = tmp_path / "one.json", tmp_path / "two.json"
-    run_cli("eval", trained / "best.pt", "--json", one, "--device", "cpu", "--workers", "0")
-    run_cli(
-        "eval",
-        trained / "best.pt",
-        "--json",
-        two,
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--nproc",
-        "2",
-        "--batch-size",
-        "7",
-    )
+    common = ("--device", "cpu", "--workers", "0", "--split", "val", "--mask-unknown", "--threshold", "0.3")
+    run_cli("eval", trained / "best.pt", "--json", one, *common)
+    # every option reaches the torchrun children (they re-run the same command line)
+    run_cli("eval", trained / "best.pt", "--json", two, *common, "--nproc", "2", "--batch-size", "7")
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
-    assert a["n_images"] == b["n_images"]
+    assert (b["split"], b["threshold"], b["targets"]) == ("val", 0.3, "observed labels, unknown ignored")
+    assert (a["n_images"], a["CF1"], a["OF1"]) == (b["n_images"], pytest.approx(b["CF1"]), pytest.approx(b["OF1"]))
     assert a["mAP"] == pytest.approx(b["mAP"], abs=1e-4)
     assert a["per_class"] == pytest.approx(b["per_class"], abs=1e-4)
 

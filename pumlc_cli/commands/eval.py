@@ -26,6 +26,7 @@ _RUN = "Devices and speed"
 
 
 def eval_command(
+    ctx: typer.Context,
     ckpt: Annotated[Path, typer.Argument(help="Run folder (its best.pt) or a checkpoint file (best.pt, last.pt).")],
     data: Annotated[Path | None, typer.Option(help="Prepared folder; default: the one the run trained on.")] = None,
     split: Annotated[Literal["train", "val", "test"], typer.Option(help="Split to score.")] = "test",
@@ -93,25 +94,11 @@ def eval_command(
     check_gpus(gpus, kind)  # several GPUs asked for and none there: refused, not silently one CPU process
     procs = gpus if kind == "cuda" else nproc
     if procs > 1 and "LOCAL_RANK" not in os.environ:
-        raise typer.Exit(
-            _relaunch(
-                procs,
-                ckpt,
-                data,
-                split,
-                threshold,
-                json_file,
-                plot,
-                scores_file,
-                mask_unknown,
-                voc11,
-                weights,
-                batch_size,
-                workers,
-                kind,
-                decode,
-            )
-        )
+        from pumlc_cli.launch import repeat_argv, run_local
+
+        # the children need no process count, and torchrun's parser would take `--nproc` for its own option
+        argv = repeat_argv(ctx, ckpt=ckpt, data=data, device=kind, gpus=None, nproc=None)
+        raise typer.Exit(run_local(procs, ["eval", *argv]))
 
     from pumlc_cli import dist
     from pumlc_cli.evaluate import evaluate
@@ -235,52 +222,6 @@ def render(report: dict[str, Any], voc11: bool, stderr: bool = False) -> None:
         console.print(
             "classes without positives (excluded from mAP): " + ", ".join(report["classes_without_positives"])
         )
-
-
-def _relaunch(
-    procs: int,
-    ckpt: Path,
-    data: Path,
-    split: str,
-    threshold: float,
-    json_file: Path | None,
-    plot: Path | None,
-    scores_file: Path | None,
-    mask_unknown: bool,
-    voc11: bool,
-    weights: str,
-    batch_size: int,
-    workers: int,
-    kind: str,
-    decode: str,
-) -> int:
-    from pumlc_cli.launch import run_local
-
-    args = [
-        str(ckpt),
-        "--data",
-        str(data),
-        "--split",
-        split,
-        "--threshold",
-        str(threshold),
-        "--weights",
-        weights,
-        "--batch-size",
-        str(batch_size),
-        "--workers",
-        str(workers),
-        "--device",
-        kind,
-        "--decode",
-        decode,
-    ]
-    for flag, value in (("--json", json_file), ("--plot", plot), ("--save-scores", scores_file)):
-        if value is not None:
-            args += [flag, str(value)]
-    args += ["--mask-unknown"] if mask_unknown else []
-    args += ["--voc11"] if voc11 else []
-    return run_local(procs, ["eval", *args])
 
 
 def _clean(value: Any) -> float | None:
