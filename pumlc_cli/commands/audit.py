@@ -38,25 +38,12 @@ class AuditOptions:
     gpus: int
     nproc: int
     force: bool = False
-
-    def argv(self) -> list[str]:
-        """The command line that repeats these options under torchrun (which adds the resolved --device)."""
-        args = [str(self.ckpt), "--split", self.split, "--top", str(self.top), "--floor", str(self.floor)]
-        for flag, value in (
-            ("--data", self.data),
-            ("--csv", self.csv_file),
-            ("--json", self.json_file),
-            ("--plot", self.plot),
-            ("--folds-dir", self.folds_dir),
-        ):
-            if value is not None:
-                args += [flag, str(value)]
-        args += ["--folds", str(self.folds), "--train-args", self.train_args, "--seed", str(self.seed)]
-        args += ["--force"] if self.force else []
-        return args + ["--batch-size", str(self.batch_size), "--workers", str(self.workers)]
+    # the command line that repeats these options under torchrun (which then adds the resolved --device)
+    argv: tuple[str, ...] = ()
 
 
 def audit(
+    ctx: typer.Context,
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint or run folder (its best.pt).")],
     data: Annotated[Path | None, typer.Option(help="Prepared folder; default: the one the run trained on.")] = None,
     split: Annotated[Split, typer.Option(help="train, val or all (= train + val; test is never audited).")] = "train",
@@ -83,10 +70,30 @@ def audit(
     force: Annotated[bool, typer.Option("--force", help="Replace existing --csv/--json/--plot files.")] = False,
 ) -> None:
     """Rank suspected missing positives (unknown/negative, high score) and wrong positives (positive, low score)."""
+    from pumlc_cli.launch import repeat_argv
+
     opts = AuditOptions(
-        ckpt, data, split, top, floor, csv_file, json_file, plot, folds, folds_dir, train_args, seed,
-        batch_size, workers, device, gpus, nproc, force,
-    )  # fmt: skip
+        ckpt=ckpt,
+        data=data,
+        split=split,
+        top=top,
+        floor=floor,
+        csv_file=csv_file,
+        json_file=json_file,
+        plot=plot,
+        folds=folds,
+        folds_dir=folds_dir,
+        train_args=train_args,
+        seed=seed,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        gpus=gpus,
+        nproc=nproc,
+        force=force,
+        # children need no process count (torchrun's parser would take `--nproc` as its own) and get --device
+        argv=tuple(repeat_argv(ctx, device=None, gpus=None, nproc=None)),
+    )
     run_audit(opts)
 
 
@@ -199,4 +206,4 @@ def _score_and_report(
 def _relaunch(procs: int, opts: AuditOptions, kind: str) -> int:
     from pumlc_cli.launch import run_local
 
-    return run_local(procs, ["audit", *opts.argv(), "--device", kind])
+    return run_local(procs, ["audit", *opts.argv, "--device", kind])
