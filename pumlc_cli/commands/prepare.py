@@ -5,10 +5,12 @@ Only numpy/pandas/pyarrow are imported here (no torch), so preparing data stays 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import typer
 
@@ -229,7 +231,75 @@ def _summary(out: Path, manifest: dict) -> None:
     console.print(f"next: pumlc stats {out}")
 
 
+def _shared(
+    *,
+    partial: Partial = None,
+    missing: Missing = None,
+    single_positive: SinglePositive = False,
+    drop_positives: DropPositives = None,
+    noise_fn: NoiseFn = 0.0,
+    noise_fp: NoiseFp = 0.0,
+    noise_file: NoiseFile = None,
+    strip_negatives: StripNegatives = False,
+    seed: Seed = 0,
+    val_fraction: ValFraction = 0.1,
+    clean_val: CleanVal = False,
+    empty_images: EmptyImages = "keep",
+    check_images: CheckImages = False,
+    force: Force = False,
+    cache_size: CacheSize = None,
+    cache_workers: CacheWorkers = None,
+) -> tuple[CorruptionSpec, WriteOptions]:
+    """The options every format command takes, as the corruption of the training labels and the write options."""
+    spec = CorruptionSpec(
+        partial=_partial(partial, missing),
+        single_positive=single_positive,
+        drop_positives=drop_positives,
+        noise_fn=noise_fn,
+        noise_fp=noise_fp,
+        noise_file=noise_file,
+        strip_negatives=strip_negatives,
+    )
+    options = WriteOptions(
+        seed=seed,
+        val_fraction=val_fraction,
+        clean_val=clean_val,
+        empty_images=empty_images,
+        check_images=check_images,
+        force=force,
+        cache_size=cache_size,
+        cache_workers=cache_workers,
+    )
+    return spec, options
+
+
+def format_command(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(own options…, *, spec, options)` as a Typer command taking its own options and then `_shared`'s.
+
+    The shared options are declared once (in `_shared`) instead of in every format command; Typer reads the
+    combined signature and evaluated annotations set here.
+    """
+    own_hints = get_type_hints(command, include_extras=True)
+    shared_hints = get_type_hints(_shared, include_extras=True)
+    own = [
+        p.replace(annotation=own_hints[p.name])
+        for p in inspect.signature(command).parameters.values()
+        if p.name not in ("spec", "options")
+    ]
+    shared = [p.replace(annotation=shared_hints[p.name]) for p in inspect.signature(_shared).parameters.values()]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> None:
+        spec, options = _shared(**{p.name: values.pop(p.name) for p in shared})
+        command(**values, spec=spec, options=options)
+
+    wrapper.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in (*own, *shared)}
+    return wrapper
+
+
 @app.command("coco", cls=HelpCommand, epilog=examples(*EXAMPLES["coco"]))
+@format_command
 def coco(
     out: Out,
     root: Annotated[
@@ -257,46 +327,14 @@ def coco(
         ),
     ] = None,
     test_images: Annotated[Path | None, typer.Option(help="Test image folder (default e.g. ROOT/val2017).")] = None,
-    partial: Partial = None,
-    missing: Missing = None,
-    single_positive: SinglePositive = False,
-    drop_positives: DropPositives = None,
-    noise_fn: NoiseFn = 0.0,
-    noise_fp: NoiseFp = 0.0,
-    noise_file: NoiseFile = None,
-    strip_negatives: StripNegatives = False,
-    seed: Seed = 0,
-    val_fraction: ValFraction = 0.1,
-    clean_val: CleanVal = False,
-    empty_images: EmptyImages = "keep",
-    check_images: CheckImages = False,
-    force: Force = False,
-    cache_size: CacheSize = None,
-    cache_workers: CacheWorkers = None,
+    *,
+    spec: CorruptionSpec,
+    options: WriteOptions,
 ) -> None:
     """MS-COCO instances files: train -> train + val, val -> test (crowd annotations are positives).
 
     --root finds COCO 2014 or 2017 files; without a val file (or --test-ann) there is no test split.
     """
-    spec = CorruptionSpec(
-        partial=_partial(partial, missing),
-        single_positive=single_positive,
-        drop_positives=drop_positives,
-        noise_fn=noise_fn,
-        noise_fp=noise_fp,
-        noise_file=noise_file,
-        strip_negatives=strip_negatives,
-    )
-    options = WriteOptions(
-        seed=seed,
-        val_fraction=val_fraction,
-        clean_val=clean_val,
-        empty_images=empty_images,
-        check_images=check_images,
-        force=force,
-        cache_size=cache_size,
-        cache_workers=cache_workers,
-    )
     _prepare(
         lambda: _read_coco(root, train_ann, test_ann, train_images, test_images),
         out,
@@ -337,6 +375,7 @@ def _read_coco(
 
 
 @app.command("voc", cls=HelpCommand, epilog=examples(*EXAMPLES["voc"]))
+@format_command
 def voc(
     out: Out,
     root: Annotated[
@@ -349,49 +388,18 @@ def voc(
             rich_help_panel=_S,
         ),
     ] = "ignore",
-    partial: Partial = None,
-    missing: Missing = None,
-    single_positive: SinglePositive = False,
-    drop_positives: DropPositives = None,
-    noise_fn: NoiseFn = 0.0,
-    noise_fp: NoiseFp = 0.0,
-    noise_file: NoiseFile = None,
-    strip_negatives: StripNegatives = False,
-    seed: Seed = 0,
-    val_fraction: ValFraction = 0.1,
-    clean_val: CleanVal = False,
-    empty_images: EmptyImages = "keep",
-    check_images: CheckImages = False,
-    force: Force = False,
-    cache_size: CacheSize = None,
-    cache_workers: CacheWorkers = None,
+    *,
+    spec: CorruptionSpec,
+    options: WriteOptions,
 ) -> None:
     """PASCAL VOC devkit: trainval -> train + val, test -> test (test.txt optional)."""
     from pumlc_cli.readers.voc import read_voc
 
-    spec = CorruptionSpec(
-        partial=_partial(partial, missing),
-        single_positive=single_positive,
-        drop_positives=drop_positives,
-        noise_fn=noise_fn,
-        noise_fp=noise_fp,
-        noise_file=noise_file,
-        strip_negatives=strip_negatives,
-    )
-    options = WriteOptions(
-        seed=seed,
-        val_fraction=val_fraction,
-        clean_val=clean_val,
-        empty_images=empty_images,
-        check_images=check_images,
-        force=force,
-        cache_size=cache_size,
-        cache_workers=cache_workers,
-    )
     _prepare(lambda: read_voc(root, difficult=voc_difficult), out, spec, options, [root])
 
 
 @app.command("csv", cls=HelpCommand, epilog=examples(*EXAMPLES["csv"]))
+@format_command
 def csv_(
     out: Out,
     train: Annotated[Path, typer.Option(help="CSV with header 'image,labels' (train -> train + val).")],
@@ -404,22 +412,9 @@ def csv_(
         str | None,
         typer.Option(help="Class list: a file with one name per line, or comma-separated names (default: inferred)."),
     ] = None,
-    partial: Partial = None,
-    missing: Missing = None,
-    single_positive: SinglePositive = False,
-    drop_positives: DropPositives = None,
-    noise_fn: NoiseFn = 0.0,
-    noise_fp: NoiseFp = 0.0,
-    noise_file: NoiseFile = None,
-    strip_negatives: StripNegatives = False,
-    seed: Seed = 0,
-    val_fraction: ValFraction = 0.1,
-    clean_val: CleanVal = False,
-    empty_images: EmptyImages = "keep",
-    check_images: CheckImages = False,
-    force: Force = False,
-    cache_size: CacheSize = None,
-    cache_workers: CacheWorkers = None,
+    *,
+    spec: CorruptionSpec,
+    options: WriteOptions,
 ) -> None:
     """Your own labels: CSV files 'image,labels' (listed classes positive, all others negative)."""
     from pumlc_cli.readers.csv_reader import parse_class_list, read_csv_labels
@@ -428,24 +423,5 @@ def csv_(
         class_list = parse_class_list(classes) if classes is not None else None
         return read_csv_labels(train, test, images, sep=sep, classes=class_list)
 
-    spec = CorruptionSpec(
-        partial=_partial(partial, missing),
-        single_positive=single_positive,
-        drop_positives=drop_positives,
-        noise_fn=noise_fn,
-        noise_fp=noise_fp,
-        noise_file=noise_file,
-        strip_negatives=strip_negatives,
-    )
-    options = WriteOptions(
-        seed=seed,
-        val_fraction=val_fraction,
-        clean_val=clean_val,
-        empty_images=empty_images,
-        check_images=check_images,
-        force=force,
-        cache_size=cache_size,
-        cache_workers=cache_workers,
-    )
     class_file = classes if classes is not None and Path(classes).is_file() else None
     _prepare(read, out, spec, options, [train, test, images, class_file])
