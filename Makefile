@@ -24,9 +24,10 @@ test: install
 lint: install
 	$(BIN)/ruff check pumlc_cli tests bench
 	$(BIN)/ruff format --check pumlc_cli tests bench
+	$(BIN)/lint-imports
 
 demo: install
-	$(BIN)/python -m pumlc_cli.demo $(DEMO_ARGS)
+	$(BIN)/python -m pumlc_cli.benchmarks.demo $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/prepare.py
@@ -38,7 +39,7 @@ bench: install
 # make reproduce DATASET=voc2007 DATA=/path/VOCdevkit/VOC2007 GPUS=2 REPRODUCE_ARGS=--train-arg=--pretrained-path=FILE
 # SEEDS=0,1,2,3,4 runs every cell once per seed; finished cells are never retrained.
 reproduce: install
-	$(BIN)/python -m pumlc_cli.reproduce --dataset "$(or $(DATASET),synth)" $(if $(DATA),--data "$(DATA)") \
+	$(BIN)/python -m pumlc_cli.benchmarks.reproduce --dataset "$(or $(DATASET),synth)" $(if $(DATA),--data "$(DATA)") \
 		$(if $(SEEDS),--seeds "$(SEEDS)") --gpus "$(or $(GPUS),1)" --out "$(or $(OUT),results)" $(REPRODUCE_ARGS)
 
 clean:

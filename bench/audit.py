@@ -2,8 +2,8 @@
 
 On the bundled synth data with a known share of positives hidden (`--drop-positives`, negatives stripped: the PU
 input), K-fold cross-fitting gives out-of-fold probabilities from a `pu` model and from a `bce-an` model (the same
-`pumlc_cli.audit_folds` code `pumlc audit --folds` runs). Each probability matrix is then ranked by
-- pumlc's audit (`pumlc_cli.audit.audit_scores`: per-class Platt fits of P(labelled | score)), and
+`pumlc_cli.audit.folds` code `pumlc audit --folds` runs). Each probability matrix is then ranked by
+- pumlc's audit (`pumlc_cli.audit.scores.audit_scores`: per-class Platt fits of P(labelled | score)), and
 - cleanlab 2.9 (`cleanlab.multilabel_classification`): `get_label_quality_scores_per_class` (self-confidence,
   lowest quality first) and `find_multilabel_issues_per_class` (confident learning: flagged entries first, each
   group by quality),
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -27,18 +28,20 @@ from rich.console import Console
 from rich.table import Table
 
 from pumlc_cli import load_prepared
-from pumlc_cli.audit import audit_scores, default_ks, ranking_quality
-from pumlc_cli.audit_folds import ScoreOptions, plan_folds, score_folds, train_folds
-from pumlc_cli.runner import pumlc
+from pumlc_cli.audit.folds import ScoreOptions, plan_folds, score_folds, train_folds
+from pumlc_cli.audit.scores import audit_scores, default_ks, ranking_quality
+from pumlc_cli.benchmarks.runner import pumlc
+from pumlc_cli.commands.train import parse_train_args
 
 METHODS = ("pu", "bce-an")
 
 
 def out_of_fold(prepared, root: Path, method: str, folds: int, train_args: str, seed: int) -> np.ndarray:
-    from pumlc_cli import dist
+    from pumlc_cli.runtime import dist
 
     plan = plan_folds(prepared, root / method, folds, seed=seed)
-    train_folds(prepared, plan, None, f"--loss {method} {train_args}")
+    template = parse_train_args(["FOLD-DATA", "--out", "FOLD-RUN", "--loss", method, *shlex.split(train_args)])
+    train_folds(prepared, plan, template)
     info = dist.setup("cpu")
     return score_folds(prepared, plan, info, ScoreOptions(batch_size=64, workers=0, amp="none"))
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from pumlc_cli.metrics import average_precision, multilabel_metrics, threshold_metrics
+from pumlc_cli.evaluate.metrics import average_precision, multilabel_metrics, threshold_metrics
 
 N_IMAGES, N_CLASSES, POSITIVES_PER_IMAGE, REPEATS = 40_504, 80, 2.9, 7
 

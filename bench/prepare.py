@@ -30,7 +30,7 @@ N_IMAGES, N_ANNOTATIONS = 40_504, 291_875
 
 def generate(path: Path, seed: int = 0, points: int = 12) -> None:
     """A val2014-sized instances file with realistic fields (boxes, polygons, areas, crowd flags)."""
-    from pumlc_cli.meta import coco_categories
+    from pumlc_cli.data.meta import coco_categories
 
     rng = np.random.default_rng(seed)
     cats = coco_categories()
@@ -99,8 +99,8 @@ def touch_images(path: Path, images: Path) -> None:
 
 def time_prepare(path: Path, images: Path, out: Path) -> tuple[float, float]:
     """(wall, CPU) of reading the file, building the table, checking the images and writing the prepared folder."""
-    from pumlc_cli.prepared import WriteOptions, prepare_dataset
-    from pumlc_cli.readers.coco import read_coco
+    from pumlc_cli.data.prepared import WriteOptions, prepare_dataset
+    from pumlc_cli.data.readers.coco import read_coco
 
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()

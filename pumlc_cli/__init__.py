@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 _LAZY = {
-    "load_prepared": "pumlc_cli.prepared",
-    "Prepared": "pumlc_cli.prepared",
-    "SplitData": "pumlc_cli.prepared",
+    "load_prepared": "pumlc_cli.data.prepared",
+    "Prepared": "pumlc_cli.data.prepared",
+    "SplitData": "pumlc_cli.data.prepared",
 }
 
 __all__ = sorted(_LAZY)

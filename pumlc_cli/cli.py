@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.help import CONTEXT, HelpCommand, WorkflowGroup, examples
+from pumlc_cli.help import CONTEXT, HelpCommand, WorkflowGroup, examples, parser_error_line
 
 app = typer.Typer(
     name="pumlc",
@@ -30,7 +30,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from pumlc_cli.prepared import toolkit_version
+        from pumlc_cli.data.prepared import toolkit_version
 
         typer.echo(f"pumlc {toolkit_version()}")
         raise typer.Exit()
@@ -86,15 +86,6 @@ def main() -> None:
         print(f"pumlc: error: {unexpected(err)}", file=sys.stderr)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
-
-
-def parser_error_line(err: typer.TyperException) -> str:
-    """A parser error as one line plus where the command's help is (Typer's boxed form takes five or more)."""
-    from pumlc_cli.errors import first_line
-
-    message = first_line(" ".join(err.format_message().replace("Value error, ", "").split()))
-    ctx = getattr(err, "ctx", None)
-    return f"{message} (see `{ctx.command_path} -h`)" if ctx is not None else message
 
 
 def unexpected(err: BaseException) -> str:

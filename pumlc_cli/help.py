@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
+import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 # The order a user meets the commands in; commands not listed (none today) go last.
@@ -100,3 +101,12 @@ class WorkflowGroup(HelpGroup):
 def examples(*lines: str) -> str:
     """An epilog of example command lines, one per line (rich help joins single newlines, so blank lines)."""
     return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines)
+
+
+def parser_error_line(err: typer.TyperException) -> str:
+    """A parser error as one line plus where the command's help is (Typer's boxed form takes five or more)."""
+    from pumlc_cli.errors import first_line
+
+    message = first_line(" ".join(err.format_message().replace("Value error, ", "").split()))
+    ctx = getattr(err, "ctx", None)
+    return f"{message} (see `{ctx.command_path} -h`)" if ctx is not None else message

@@ -20,7 +20,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small synthetic COCO root: 240 train2014 + 80 val2014 images at 48 px, seed 0."""
-    from pumlc_cli.synth import make_synth
+    from pumlc_cli.data.synth import make_synth
 
     root = tmp_path_factory.mktemp("synth") / "coco"
     make_synth(root, n_train=240, n_test=80, seed=0, image_size=48)
@@ -30,9 +30,9 @@ def synth_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_prepared(synth_root, tmp_path_factory) -> Path:
     """`pumlc prepare coco --root <synth_root> --partial 0.5 --seed 0` (val fraction 0.1)."""
-    from pumlc_cli.corrupt import CorruptionSpec
-    from pumlc_cli.prepared import prepare_dataset
-    from pumlc_cli.readers.coco import read_coco
+    from pumlc_cli.data.corrupt import CorruptionSpec
+    from pumlc_cli.data.prepared import prepare_dataset
+    from pumlc_cli.data.readers.coco import read_coco
 
     out = tmp_path_factory.mktemp("prepared") / "synth-p0.5"
     table = read_coco(

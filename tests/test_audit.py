@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pumlc_cli.audit import audit_scores, default_ks, labelled_log_odds, mixture_share, ranking_quality, truth_report
+from pumlc_cli.audit.scores import (
+    audit_scores,
+    default_ks,
+    labelled_log_odds,
+    mixture_share,
+    ranking_quality,
+    truth_report,
+)
 
 
 def test_ranking_of_a_tiny_hand_made_case() -> None:

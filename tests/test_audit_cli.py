@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pumlc_cli import load_prepared
-from pumlc_cli.audit_folds import assign_folds, plan_folds, write_fold_data
+from pumlc_cli.audit.folds import assign_folds, plan_folds, write_fold_data
 from tests.helpers import run_cli, train_args
 
 FAST = ("--device", "cpu", "--workers", "0")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pumlc_cli import load_prepared
-from pumlc_cli.config import TrainConfig
-from pumlc_cli.dist import DistInfo
-from pumlc_cli.trainer import Trainer
+from pumlc_cli.runtime.dist import DistInfo
+from pumlc_cli.train.config import TrainConfig
+from pumlc_cli.train.trainer import Trainer
 from tests.helpers import TINY_MODEL, run_cli, train_args
 
 CPU = DistInfo(rank=0, world=1, local_rank=0, device=torch.device("cpu"))

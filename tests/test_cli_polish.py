@@ -70,7 +70,7 @@ def test_train_help_shows_the_loss_choices() -> None:
 
 
 def test_version_and_workflow_order() -> None:
-    from pumlc_cli.prepared import toolkit_version
+    from pumlc_cli.data.prepared import toolkit_version
 
     done = run_cli("--version")
     assert done.stdout.strip() == f"pumlc {toolkit_version()}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pumlc_cli.corrupt import CorruptionSpec, apply_corruptions, hcp_partial_mask
+from pumlc_cli.data.corrupt import CorruptionSpec, apply_corruptions, hcp_partial_mask
+from pumlc_cli.data.splits import carve_validation
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.splits import carve_validation
 
 N, C = 3000, 12
 CLASSES = [f"c{j}" for j in range(C)]

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pumlc_cli.cli import app
-from pumlc_cli.corrupt import hcp_partial_mask
+from pumlc_cli.data.corrupt import hcp_partial_mask
 from pumlc_cli.errors import PumlcError
 
 ROOT = Path(__file__).resolve().parents[1]

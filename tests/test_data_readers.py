@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pumlc_cli.data.meta import coco_categories, coco_classes, voc_classes
+from pumlc_cli.data.readers.coco import read_coco
+from pumlc_cli.data.readers.csv_reader import parse_class_list, read_csv_labels
+from pumlc_cli.data.readers.voc import read_voc
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.meta import coco_categories, coco_classes, voc_classes
-from pumlc_cli.readers.coco import read_coco
-from pumlc_cli.readers.csv_reader import parse_class_list, read_csv_labels
-from pumlc_cli.readers.voc import read_voc
 
 
 def voc_root(shared: Path) -> Path:

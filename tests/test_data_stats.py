@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pumlc_cli.cli import app
+from pumlc_cli.data.prepared import _arrow_table, write_prepared
+from pumlc_cli.data.stats import label_stats, sort_rows
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.prepared import _arrow_table, write_prepared
-from pumlc_cli.stats import label_stats, sort_rows
 
 TRUTH = np.array([[1, -1, 1], [1, 1, -1], [-1, -1, -1], [1, -1, 0]], dtype=np.int8)
 OBSERVED = np.array([[1, 1, 0], [-1, 0, -1], [0, -1, 1], [1, -1, 0]], dtype=np.int8)

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pumlc_cli.cli import app
+from pumlc_cli.data.readers.coco import read_coco
+from pumlc_cli.data.synth import CLASSES, make_synth
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.readers.coco import read_coco
-from pumlc_cli.synth import CLASSES, make_synth
 
 
 def test_synth_layout_and_pycocotools(synth_root):
@@ -58,7 +58,7 @@ def test_synth_deterministic(tmp_path):
 
 def test_synth_images_differ_by_class():
     """The centre of a lone (filled) object has its class colour: the signal is there to learn."""
-    from pumlc_cli.synth import _render
+    from pumlc_cli.data.synth import _render
 
     rng = np.random.default_rng(0)
     checked = 0

@@ -103,7 +103,7 @@ def test_predict_with_no_readable_image_fails(trained: Path, tmp_path: Path) -> 
 
 
 def test_demo_runs_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pumlc_cli.demo import audit_training_labels, print_comparison, run_demo
+    from pumlc_cli.benchmarks.demo import audit_training_labels, print_comparison, run_demo
 
     results = run_demo(tmp_path / "demo", images=200, epochs=1, image_size=32, model=TINY_MODEL, workers=0)
     assert set(results) == {"pu", "bce-an"}

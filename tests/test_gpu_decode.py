@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pumlc_cli.data import STD, EvalTransform, open_rgb
+from pumlc_cli.data.datasets import STD, EvalTransform, open_rgb
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.gpu_decode import EncodedImages, decode_batch
+from pumlc_cli.evaluate.gpu_decode import EncodedImages, decode_batch
 
 # Both paths decode with libjpeg-turbo and resize with PIL's bicubic antialias kernel on 8-bit pixels, so on the
 # CPU they differ only by rounding: measured max 1 grey level (0.0175), mean < 1e-4. Allow 2 levels and a mean of
@@ -32,7 +32,7 @@ def _pil_batch(root: Path, names: list[str], size: int) -> torch.Tensor:
 
 
 def _synth_jpegs(tmp_path: Path) -> tuple[Path, list[str]]:
-    from pumlc_cli.synth import make_synth
+    from pumlc_cli.data.synth import make_synth
 
     root = tmp_path / "coco"
     make_synth(root, n_train=24, n_test=8, seed=3, image_size=48)
@@ -81,8 +81,8 @@ def checkpoint(synth_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_evaluate_with_device_decoding_matches_pil(checkpoint: Path, synth_prepared: Path) -> None:
     from pumlc_cli import dist
-    from pumlc_cli.checkpoint import load_checkpoint
-    from pumlc_cli.evaluate import evaluate
+    from pumlc_cli.evaluate.evaluation import evaluate
+    from pumlc_cli.runtime.checkpoint import load_checkpoint
 
     payload = load_checkpoint(checkpoint)
     info = dist.setup("cpu")

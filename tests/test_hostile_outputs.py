@@ -292,7 +292,7 @@ def test_predict_skips_what_it_cannot_decode(run, photos, tmp_path):
 
 
 def test_sixteen_bit_images_are_rescaled_not_clipped(tmp_path):
-    from pumlc_cli.data import open_rgb
+    from pumlc_cli.data.datasets import open_rgb
 
     level = np.full((8, 8), 32768, dtype=np.uint16)  # mid grey in 16 bits
     Image.fromarray(level).save(tmp_path / "g.png")

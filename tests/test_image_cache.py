@@ -111,7 +111,7 @@ def test_bad_cache_size_refused(tmp_path: Path) -> None:
 
 
 def test_train_on_cached_folder(tmp_path: Path) -> None:
-    from pumlc_cli.synth import make_synth
+    from pumlc_cli.data.synth import make_synth
 
     root, data = tmp_path / "coco", tmp_path / "cached"
     make_synth(root, n_train=64, n_test=16, seed=1, image_size=48)

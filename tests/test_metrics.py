@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.metrics import (
+from pumlc_cli.evaluate.metrics import (
     average_precision,
     multilabel_metrics,
     threshold_metrics,

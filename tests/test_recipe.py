@@ -185,8 +185,8 @@ def test_failed_download_is_one_line_and_writes_nothing(
 def test_loss_choices_match_the_registry() -> None:
     from typing import get_args
 
-    from pumlc_cli.config import LossName
     from pumlc_cli.losses import LOSS_NAMES
+    from pumlc_cli.train.config import LossName
 
     assert set(get_args(LossName)) == set(LOSS_NAMES)
 
@@ -194,7 +194,7 @@ def test_loss_choices_match_the_registry() -> None:
 def test_training_crops_are_square_of_the_released_sizes() -> None:
     import torch
 
-    from pumlc_cli.data import TrainTransform
+    from pumlc_cli.data.datasets import TrainTransform
 
     transform, gen = TrainTransform(448, 512), torch.Generator().manual_seed(0)
     boxes = [transform.crop_box(gen) for _ in range(400)]
@@ -205,7 +205,7 @@ def test_training_crops_are_square_of_the_released_sizes() -> None:
 
 def test_voc_mini_command_resolves_to_its_setting(csv_prepared: Path, tmp_path: Path) -> None:
     """The voc-mini grid's train command: the issue-12 setting, with live BatchNorm and a warmed-up EMA."""
-    from pumlc_cli.reproduce import RECIPES, train_args
+    from pumlc_cli.benchmarks.reproduce import RECIPES, train_args
 
     recipe = RECIPES["voc-mini"]
     args = train_args(recipe, csv_prepared, tmp_path / "run", "pu", 3, 1, "cpu", [])

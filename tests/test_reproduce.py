@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pumlc_cli.seedstats import mean_sd, paired_difference
+from pumlc_cli.evaluate.seedstats import mean_sd, paired_difference
 from tests.helpers import TINY_MODEL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,7 +79,7 @@ def _grid_args(synth_root: Path, out: Path) -> list[str]:
 
 def test_reproduce_grid_one_protocol_over_seeds(synth_root: Path, tmp_path: Path) -> None:
     from pumlc_cli import load_prepared
-    from pumlc_cli.reproduce import main
+    from pumlc_cli.benchmarks.reproduce import main
 
     main(_grid_args(synth_root, tmp_path))
     cells = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "synth" / "cells").glob("*.json")}
@@ -113,7 +113,7 @@ def test_reproduce_grid_one_protocol_over_seeds(synth_root: Path, tmp_path: Path
 
 
 def test_real_dataset_needs_pretrained_weights(tmp_path: Path) -> None:
-    from pumlc_cli.reproduce import main
+    from pumlc_cli.benchmarks.reproduce import main
 
     with pytest.raises(SystemExit, match=r"REPRODUCE_ARGS=--train-arg=--pretrained-path=FILE"):
         main(["--dataset=voc2007", f"--data={tmp_path}", f"--out={tmp_path / 'out'}", "--device=cpu"])
@@ -121,7 +121,7 @@ def test_real_dataset_needs_pretrained_weights(tmp_path: Path) -> None:
 
 
 def test_voc_mini_split_counts_difficult_as_present(shared_dir: Path, tmp_path: Path) -> None:
-    from pumlc_cli.voc_mini import write_split
+    from pumlc_cli.benchmarks.voc_mini import write_split
 
     devkit = shared_dir / "data" / "voc2007"
     train, test, root = write_split(devkit, tmp_path / "a", n_train=360, n_test=149, seed=0)

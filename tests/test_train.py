@@ -30,7 +30,7 @@ def pu_data(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A larger synth set (640 train+val / 160 test at 48 px) for the learning tests, PU input at p = 0.5."""
-    from pumlc_cli.synth import make_synth
+    from pumlc_cli.data.synth import make_synth
 
     base = tmp_path_factory.mktemp("learn")
     make_synth(base / "coco", n_train=640, n_test=160, seed=0, image_size=48)
@@ -65,7 +65,7 @@ def test_short_run_learns(learn_data: Path, tmp_path: Path, loss: str) -> None:
 def test_default_recipe_learns_from_random_weights(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The bundled synth data as a new user runs it: 30% of the labels, negatives stripped, the recipe's defaults
     from random weights (--no-pretrained) with only the size, length and machine given."""
-    from pumlc_cli.synth import make_synth
+    from pumlc_cli.data.synth import make_synth
 
     base = tmp_path_factory.mktemp("scratch")
     make_synth(base / "coco", n_train=SCRATCH_IMAGES, n_test=SCRATCH_IMAGES // 4, seed=0, image_size=64)

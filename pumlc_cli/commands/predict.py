@@ -71,9 +71,9 @@ def predict(
     """Labels and scores for every readable image (an unreadable one is reported and skipped)."""
     import torch
 
-    from pumlc_cli.checkpoint import load_checkpoint, resolve_checkpoint
-    from pumlc_cli.data import EvalTransform, open_rgb
-    from pumlc_cli.evaluate import model_from_checkpoint, selected_weights
+    from pumlc_cli.data.datasets import EvalTransform, open_rgb
+    from pumlc_cli.evaluate.evaluation import model_from_checkpoint, selected_weights
+    from pumlc_cli.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 
     if json_file and csv_file:
         raise PumlcError("give --json or --csv, not both")

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import typer
 
-from pumlc_cli.corrupt import CorruptionSpec, check_seed
+from pumlc_cli.data.corrupt import CorruptionSpec, check_seed
+from pumlc_cli.data.prepared import WriteOptions, prepare_dataset, remove_stale
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.help import CONTEXT, HelpCommand, HelpGroup, examples
-from pumlc_cli.prepared import WriteOptions, prepare_dataset, remove_stale
 
 if TYPE_CHECKING:
-    from pumlc_cli.readers import LabelTable
+    from pumlc_cli.data.readers import LabelTable
 
 EXAMPLES = {
     "coco": (
@@ -148,7 +148,7 @@ def _partial(partial: float | None, missing: float | None) -> float | None:
 
 def _precheck(out: Path, options: WriteOptions) -> None:
     """Cheap checks before any file is read."""
-    from pumlc_cli.image_cache import check_cache_size
+    from pumlc_cli.data.image_cache import check_cache_size
 
     check_seed(options.seed)
     check_cache_size(options.cache_size, options.cache_workers)
@@ -167,8 +167,8 @@ def _prepare(
 ) -> None:
     """The shared tail of every `prepare` command: check the options and the output, claim the output, then
     read, corrupt and write. A signal or an error leaves no temporary folder behind."""
-    from pumlc_cli.interrupt import Stopped, stop_on_signals
     from pumlc_cli.outputs import check_not_input, check_output_folder, claim
+    from pumlc_cli.runtime.interrupt import Stopped, stop_on_signals
 
     spec.validate()
     target = check_output_folder(out, "--out", inputs=[*inputs, spec.noise_file])
@@ -352,7 +352,7 @@ def _read_coco(
     test_images: Path | None,
 ) -> LabelTable:
     """Resolve the COCO file and folder defaults from --root (2014 files, else 2017 ones), say which, then read."""
-    from pumlc_cli.readers.coco import read_coco
+    from pumlc_cli.data.readers.coco import read_coco
 
     if root is None and train_ann is None:
         raise PumlcError("give --root (a COCO folder) or --train-ann (an instances file)")
@@ -393,7 +393,7 @@ def voc(
     options: WriteOptions,
 ) -> None:
     """PASCAL VOC devkit: trainval -> train + val, test -> test (test.txt optional)."""
-    from pumlc_cli.readers.voc import read_voc
+    from pumlc_cli.data.readers.voc import read_voc
 
     _prepare(lambda: read_voc(root, difficult=voc_difficult), out, spec, options, [root])
 
@@ -417,7 +417,7 @@ def csv_(
     options: WriteOptions,
 ) -> None:
     """Your own labels: CSV files 'image,labels' (listed classes positive, all others negative)."""
-    from pumlc_cli.readers.csv_reader import parse_class_list, read_csv_labels
+    from pumlc_cli.data.readers.csv_reader import parse_class_list, read_csv_labels
 
     def read():
         class_list = parse_class_list(classes) if classes is not None else None

@@ -26,10 +26,10 @@ def relabel(
     from rich.console import Console
     from rich.table import Table
 
-    from pumlc_cli.audit_relabel import Selection
-    from pumlc_cli.audit_relabel import relabel as do_relabel
+    from pumlc_cli.audit.relabel import Selection
+    from pumlc_cli.audit.relabel import relabel as do_relabel
+    from pumlc_cli.data.prepared import load_prepared
     from pumlc_cli.outputs import check_output_folder, claim
-    from pumlc_cli.prepared import load_prepared
 
     kinds = ("missing", "wrong") if kind == "all" else (kind,)
     names = tuple(c for item in classes or [] for c in item.split(",") if c)

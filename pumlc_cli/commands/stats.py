@@ -45,9 +45,9 @@ def stats(
     ] = None,
 ) -> None:
     """How many labels each split holds, how many are hidden (unknown), missed or wrong, per class."""
+    from pumlc_cli.data.prepared import load_prepared
+    from pumlc_cli.data.stats import class_counts, dataset_stats, sort_rows
     from pumlc_cli.outputs import check_output_file, prepared_inputs
-    from pumlc_cli.prepared import load_prepared
-    from pumlc_cli.stats import class_counts, dataset_stats, sort_rows
     from pumlc_cli.textout import is_stdout, table_console, write_text
 
     # an existing report is replaced as before; the data it describes and its own files never are

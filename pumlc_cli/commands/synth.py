@@ -24,8 +24,8 @@ def synth(
     """Coloured shapes, 10 classes, 1-4 objects per image: a COCO root for `pumlc prepare coco --root OUT`."""
     from rich.console import Console
 
+    from pumlc_cli.data.synth import CLASSES, make_synth
     from pumlc_cli.errors import PumlcError
-    from pumlc_cli.synth import CLASSES, make_synth
 
     if images < 2:
         raise PumlcError(f"--images must be at least 2, got {images}")

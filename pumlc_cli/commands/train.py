@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
-from pumlc_cli.atomic import write_text_atomic
-from pumlc_cli.config import (
+from pumlc_cli.help import examples
+from pumlc_cli.train.config import (
     AmpMode,
     DeviceName,
     HeadName,
@@ -19,40 +17,11 @@ from pumlc_cli.config import (
     RecipeName,
     TrainPolicy,
     ValUnknown,
-    read_config_file,
 )
-from pumlc_cli.errors import PumlcError
-from pumlc_cli.help import examples
 
-# Options whose change would alter a resumed run's trajectory; everything else (workers, TensorBoard, process
-# count — global batches do not depend on it) may change on --resume.
-_RESUME_LOCKED = {
-    "loss",
-    "model",
-    "local_global",
-    "head",
-    "class_embeddings",
-    "train_policy",
-    "freeze_bn",
-    "epochs",
-    "schedule_epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "optimizer",
-    "pct_start",
-    "image_size",
-    "scale_size",
-    "ema_decay",
-    "ema_warmup",
-    "seed",
-    "alpha",
-    "gamma",
-    "mixup_weight",
-    "mixup_beta",
-    "loss_options",
-    "grad_clip",
-}
+if TYPE_CHECKING:
+    from pumlc_cli.train.start import TrainRequest
+
 _RECIPE = "recipe"  # shown as the default of options whose value the recipe (or a derivation) sets
 
 # Help panels in the order a user decides: what to train, on which model, how long, on what hardware.
@@ -230,137 +199,47 @@ def train(
     config: Path | None = typer.Option(None, help="TOML/YAML/JSON file of the same option names."),
 ) -> None:
     """Train PU-MLC or a baseline on a prepared folder; validates on its val split every epoch."""
-    from pumlc_cli import load_prepared
-    from pumlc_cli.recipe import resolve
+    from pumlc_cli.train.start import start_training
 
+    code = start_training(request_from_context(ctx))
+    if code:
+        raise typer.Exit(code)
+
+
+def request_from_context(ctx: typer.Context) -> TrainRequest:
+    """The options given on the command line (not defaults), by config field name; `--config` and the recipe
+    fill the rest in `start_training`."""
+    from pumlc_cli.train.start import TrainRequest, parse_loss_options
+
+    params = ctx.params
     explicit = {
         name: value
-        for name, value in ctx.params.items()
-        if name not in {"config", "loss_option", "dry_run"} and ctx.get_parameter_source(name).name == "COMMANDLINE"
+        for name, value in params.items()
+        if name not in {"data", "out", "config", "loss_option", "dry_run"}
+        and ctx.get_parameter_source(name).name == "COMMANDLINE"
     }
-    if loss_option:
-        explicit["loss_options"] = parse_loss_options(loss_option)
-    explicit["data"], explicit["out"] = str(data), str(out)
+    if params["loss_option"]:
+        explicit["loss_options"] = parse_loss_options(params["loss_option"])
     for name in ("pretrained_path", "class_embeddings"):
         if explicit.get(name) is not None:
             explicit[name] = str(explicit[name])
-    file_values: dict[str, Any] = read_config_file(config) if config else {}
-    config_label = str(config) if config else None
-    under_torchrun = "LOCAL_RANK" in os.environ
-    if not under_torchrun:  # a saved config.json repeats a run; only --resume (or a torchrun parent) resumes one
-        file_values.pop("resume", None)
-    saved = out / "config.json"
-    if resume and not under_torchrun:
-        if not (out / "last.pt").is_file():
-            raise PumlcError(f"{out / 'last.pt'}: nothing to resume")
-        previous = read_config_file(saved)
-        given = {**file_values, **explicit}
-        changed = sorted(k for k in _RESUME_LOCKED if k in given and given[k] != previous.get(k))
-        if "epochs" in changed:  # more (or fewer) epochs of the same schedule is the same trajectory
-            check_extension(int(given["epochs"]), previous)
-            changed.remove("epochs")
-        if changed:
-            raise PumlcError(f"--resume cannot change {', '.join(changed)} (saved in {saved})")
-        file_values, config_label = {**previous, **file_values, "max_steps": 0}, str(saved)
-    elif not under_torchrun and (out / "last.pt").exists():
-        raise PumlcError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    prepared = load_prepared(data)
-    resolved = resolve(file_values, explicit, prepared.manifest, prepared.classes, config_file=config_label)
-    cfg = resolved.config
-    _check_choices(cfg)
-    notes = [line for line in (*resolved.notes, resolved.pu_weights) if line and not under_torchrun]
-    if dry_run:
-        _print_notes(notes)
-        sys.stdout.write(cfg.to_json())
-        return
-    if not under_torchrun and not cfg.resume and cfg.pretrained and cfg.pretrained_path is None:
-        from pumlc_cli.models import fetch_pretrained
-
-        fetch_pretrained(cfg.model)  # a missing download fails here, before the run folder exists
-
-    if under_torchrun:  # the parent checked and claimed the run folder
-        _run(cfg)
-        return
-    from pumlc_cli.interrupt import Stopped, stop_on_signals
-    from pumlc_cli.outputs import prepared_inputs, resolved_path
-    from pumlc_cli.run_folder import claim_run_folder
-
-    own_config = config is not None and resolved_path(config) == resolved_path(saved)  # the run's own config.json
-    inputs = [*prepared_inputs(cfg.data), None if own_config else config, cfg.pretrained_path, cfg.class_embeddings]
-    try:
-        # until the trainer installs its own handlers (which save a checkpoint), a signal undoes the start
-        with stop_on_signals(), claim_run_folder(out, inputs=inputs, resume=resume):
-            _print_notes(notes)  # after every refusal, so a refused start stays one line
-            _start(cfg, out, saved)
-    except Stopped as stop:
-        print(f"pumlc: {stop} before training started; nothing was saved", file=sys.stderr)
-        raise typer.Exit(stop.code) from None
+    return TrainRequest(
+        data=params["data"],
+        out=params["out"],
+        explicit=explicit,
+        config=params["config"],
+        resume=params["resume"],
+        dry_run=params["dry_run"],
+    )
 
 
-def _print_notes(notes: list[str]) -> None:
-    for line in notes:
-        print(f"pumlc: {line}", file=sys.stderr)
+def parse_train_args(args: list[str]) -> TrainRequest:
+    """`pumlc train` flags given as a list (the audit's --train-args) parsed by this very command, so they mean
+    what they mean on the command line."""
+    import typer.main
 
-
-def _start(cfg: Any, out: Path, saved: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved, cfg.to_json())
-    if cfg.world_procs_per_node() > 1 or cfg.nnodes > 1:
-        from pumlc_cli.launch import relaunch
-
-        code = relaunch(cfg, saved)
-        if code:
-            raise typer.Exit(code)
-        return
-    _run(cfg)
-
-
-def _run(cfg: Any) -> None:
-    from pumlc_cli.trainer import Interrupted, run_training
-
-    try:
-        run_training(cfg)
-    except Interrupted as stop:
-        print(f"pumlc: {stop}", file=sys.stderr)
-        raise typer.Exit(stop.code) from None
-
-
-def check_extension(epochs: int, previous: dict[str, Any]) -> None:
-    """`--resume --epochs N` continues the saved one-cycle schedule, which spans `schedule_epochs`: a run can be
-    extended up to that length, never past it (the learning rate would have nowhere to go)."""
-    schedule = int(previous.get("schedule_epochs") or previous["epochs"])
-    if epochs > schedule:
-        raise PumlcError(
-            f"--resume --epochs {epochs}: this run's one-cycle schedule ends at epoch {schedule} "
-            f"(schedule_epochs); train a new run with --schedule-epochs {epochs} or more"
-        )
-
-
-def parse_loss_options(items: list[str]) -> dict[str, Any]:
-    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true/false), else kept as text."""
-    import json
-
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise PumlcError(f"--loss-option {item!r}: expected KEY=VALUE")
-        try:
-            options[key.strip()] = json.loads(raw)
-        except ValueError:
-            options[key.strip()] = raw
-    return options
-
-
-def _check_choices(cfg: Any) -> None:
-    from pumlc_cli.losses import build_loss
-
-    build_loss(cfg.loss, 2, **cfg.loss_options)  # bad loss options fail here, before the run folder is made
-    if cfg.resolved_device() == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PumlcError("--device cuda: no CUDA device is visible")
-    from pumlc_cli.dist import check_gpus
-
-    check_gpus(cfg.gpus, cfg.resolved_device())
+    app = typer.Typer()
+    app.command(context_settings={"ignore_unknown_options": False})(train)
+    command = typer.main.get_command(app)
+    with command.make_context("train", list(args)) as ctx:
+        return request_from_context(ctx)

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from pumlc_cli.data.pixels import rgb8
 from pumlc_cli.errors import PumlcError, first_line
-from pumlc_cli.pixels import rgb8
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

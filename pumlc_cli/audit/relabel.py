@@ -109,7 +109,7 @@ def relabel(prepared, audit_csv: Path, out: Path, sel: Selection, force: bool = 
     """Write the relabelled folder (atomically, beside `out`) and return its manifest."""
     import pyarrow as pa
 
-    from pumlc_cli.prepared import write_prepared
+    from pumlc_cli.data.prepared import write_prepared
 
     if sel.accept_top is None and sel.min_score is None:
         raise PumlcError("pass --accept-top K or --min-score S (which suggestions to accept)")

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pumlc_cli import dist
-from pumlc_cli.checkpoint import check_classes
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.inference import eval_dataset, predict_probs, shard_loader
-from pumlc_cli.metrics import multilabel_metrics
+from pumlc_cli.evaluate.inference import eval_dataset, predict_probs, shard_loader
+from pumlc_cli.evaluate.metrics import multilabel_metrics
+from pumlc_cli.runtime import dist
+from pumlc_cli.runtime.checkpoint import check_classes
 
 WEIGHTS = ("regular", "ema")
 
@@ -89,9 +89,9 @@ def evaluate(
     """Score every image of the split (sharded across ranks, gathered in order) and compute metrics.
 
     With `decode_device`, workers only read file bytes and JPEGs are decoded and resized on that device
-    (`pumlc_cli.gpu_decode`); otherwise PIL decodes in the workers.
+    (`pumlc_cli.evaluate.gpu_decode`); otherwise PIL decodes in the workers.
     """
-    from pumlc_cli import load_prepared
+    from pumlc_cli.data.prepared import load_prepared
 
     prepared = load_prepared(data)
     check_classes(payload, list(prepared.classes), ckpt_path, data)
@@ -105,7 +105,7 @@ def evaluate(
     channels_last = bool(payload["config"].get("channels_last", True))
     n_classes = len(prepared.classes)
     if decode_device is not None:
-        from pumlc_cli.gpu_decode import encoded_loader, predict_probs_decoded
+        from pumlc_cli.evaluate.gpu_decode import encoded_loader, predict_probs_decoded
 
         loader = encoded_loader(prepared.image_root, part.images, info, batch_size, workers)
         models = {

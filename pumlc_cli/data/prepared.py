@@ -23,11 +23,11 @@ from typing import Literal
 import numpy as np
 
 from pumlc_cli.atomic import temp_dir_beside
-from pumlc_cli.corrupt import CorruptionSpec, apply_corruptions, check_seed
+from pumlc_cli.data.corrupt import CorruptionSpec, apply_corruptions, check_seed
+from pumlc_cli.data.image_cache import CACHE_DIR, cache_record, check_cache_size, write_image_cache
+from pumlc_cli.data.readers import LabelTable, check_listed_files, contained_name
+from pumlc_cli.data.splits import carve_validation
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.image_cache import CACHE_DIR, cache_record, check_cache_size, write_image_cache
-from pumlc_cli.readers import LabelTable, check_listed_files, contained_name
-from pumlc_cli.splits import carve_validation
 
 LABELS_FILE = "labels.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -294,7 +294,7 @@ def prepare_dataset(
     table: LabelTable, out: Path, spec: CorruptionSpec | None = None, options: WriteOptions | None = None
 ) -> dict:
     """Empty-image policy -> (optional) image check -> corruptions of the training file -> val split -> write
-    (with `cache_size`, also the pre-resized image cache, see `pumlc_cli.image_cache`).
+    (with `cache_size`, also the pre-resized image cache, see `pumlc_cli.data.image_cache`).
 
     Returns the manifest that was written.
     """

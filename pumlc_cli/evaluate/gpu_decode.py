@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pumlc_cli.data import MEAN, STD
-from pumlc_cli.dist import DistInfo, gather_rows
+from pumlc_cli.data.datasets import MEAN, STD
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.inference import autocast_context
-from pumlc_cli.interrupt import ignore_stop_signals
+from pumlc_cli.evaluate.inference import autocast_context
+from pumlc_cli.runtime.dist import DistInfo, gather_rows
+from pumlc_cli.runtime.interrupt import ignore_stop_signals
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 

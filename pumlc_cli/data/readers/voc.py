@@ -19,15 +19,15 @@ import defusedxml.ElementTree as SafeET
 import numpy as np
 from defusedxml import DefusedXmlException
 
-from pumlc_cli.errors import PumlcError
-from pumlc_cli.meta import voc_classes
-from pumlc_cli.readers import (
+from pumlc_cli.data.meta import voc_classes
+from pumlc_cli.data.readers import (
     LabelTable,
     contained_name,
     read_source,
     refuse_duplicates,
     source_record,
 )
+from pumlc_cli.errors import PumlcError
 
 DIFFICULT_POLICIES = ("ignore", "negative", "positive")
 

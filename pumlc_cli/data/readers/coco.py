@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pumlc_cli.errors import PumlcError
-from pumlc_cli.meta import coco_categories
-from pumlc_cli.readers import (
+from pumlc_cli.data.meta import coco_categories
+from pumlc_cli.data.readers import (
     LabelTable,
     contained_name,
     read_source,
     refuse_duplicates,
     source_record,
 )
+from pumlc_cli.errors import PumlcError
 
 _INT64 = (-(2**63), 2**63 - 1)
 

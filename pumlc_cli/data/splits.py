@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pumlc_cli.corrupt import rng_description, step_rng
+from pumlc_cli.data.corrupt import rng_description, step_rng
 from pumlc_cli.errors import PumlcError
 
 

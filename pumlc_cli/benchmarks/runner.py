@@ -46,7 +46,7 @@ def pumlc(*args: str, quiet: bool = False) -> float:
     except typer.Exit as stop:
         code = stop.exit_code
     except typer.TyperException as err:  # a parser error (Typer's vendored click)
-        from pumlc_cli.cli import parser_error_line
+        from pumlc_cli.help import parser_error_line
 
         console.print(f"pumlc: error: {parser_error_line(err)}")
         code = err.exit_code

@@ -3,22 +3,24 @@
 Why cross-fitting: a model scores the images it trained on as it was told to, so hidden positives there look like
 negatives. With K folds, K models each train on K−1 folds (same recipe, same val split for model selection) and
 each fold is scored by the model that never saw it. Scoring goes through the same inference path as `pumlc eval`
-(`pumlc_cli.inference`), with the weights selected on val during training.
+(`pumlc_cli.evaluate.inference`), with the weights selected on val during training.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pumlc_cli.errors import PumlcError
+
+if TYPE_CHECKING:
+    from pumlc_cli.train.start import TrainRequest
 
 FOLD_STREAM = 9001  # numpy.random.default_rng([seed, FOLD_STREAM]) draws the fold assignment
 FOLDS_FILE = "folds.json"
@@ -47,8 +49,8 @@ class ScoreOptions:
 
 def score_images(payload: dict[str, Any], image_root: Path, images: list[str], info: Any, opts: ScoreOptions):
     """Sigmoid scores of the checkpoint's val-selected weights for `images`, sharded across ranks, in order."""
-    from pumlc_cli.evaluate import model_from_checkpoint, selected_weights
-    from pumlc_cli.inference import eval_dataset, predict_probs, shard_loader
+    from pumlc_cli.evaluate.evaluation import model_from_checkpoint, selected_weights
+    from pumlc_cli.evaluate.inference import eval_dataset, predict_probs, shard_loader
 
     n_classes = len(payload["classes"])
     cfg = payload["config"]
@@ -131,7 +133,7 @@ def write_fold_data(prepared: Any, plan: FoldPlan, k: int) -> None:
     """The prepared folder of model k: the source minus fold k's training rows (val and test unchanged)."""
     import pyarrow as pa
 
-    from pumlc_cli.prepared import write_prepared
+    from pumlc_cli.data.prepared import write_prepared
 
     frame = prepared.frame
     is_train = (frame["split"] == "train").to_numpy()
@@ -163,26 +165,30 @@ def fold_finished(run: Path) -> bool:
     return bool(lines) and lines[-1]["epoch"] >= int(json.loads(config.read_text())["epochs"])
 
 
-def train_folds(prepared: Any, plan: FoldPlan, config: Path | None, train_args: str) -> None:
-    """Train every unfinished fold in this process (resuming an interrupted one); finished folds are kept."""
-    from pumlc_cli.runner import pumlc
+def train_folds(prepared: Any, plan: FoldPlan, template: TrainRequest) -> None:
+    """Train every unfinished fold in this process (resuming an interrupted one); finished folds are kept.
 
-    extra = shlex.split(train_args)
+    `template` holds the options of every fold's run (the run's config.json and --train-args); each fold changes
+    only its data, its run folder and whether it resumes."""
+    from pumlc_cli.train.start import start_training
+
     for k in range(plan.folds):
         run = plan.run(k)
         if fold_finished(run):
             continue
         if not (plan.data(k) / "manifest.json").is_file():
             write_fold_data(prepared, plan, k)
-        args = ["train", str(plan.data(k)), "--out", str(run)]
-        args += ["--config", str(config)] if config else []
-        args += [*extra, *(["--resume"] if (run / "last.pt").is_file() else [])]
-        pumlc(*args)
+        resume = (run / "last.pt").is_file()
+        explicit = {**template.explicit, "resume": True} if resume else template.explicit
+        request = replace(template, data=plan.data(k), out=run, explicit=explicit, resume=resume)
+        code = start_training(request)
+        if code:
+            raise SystemExit(code)
 
 
 def score_folds(prepared: Any, plan: FoldPlan, info: Any, opts: ScoreOptions) -> np.ndarray:
     """Scores of every training row, each from the fold model that did not train on it."""
-    from pumlc_cli.checkpoint import check_classes, load_checkpoint
+    from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint
 
     train = prepared.split_data("train")
     probs = np.full((len(train), len(prepared.classes)), np.nan)

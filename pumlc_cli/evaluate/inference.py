@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pumlc_cli.data import EvalTransform, LabelledImages
-from pumlc_cli.dist import DistInfo, gather_rows
-from pumlc_cli.interrupt import ignore_stop_signals
+from pumlc_cli.data.datasets import EvalTransform, LabelledImages
+from pumlc_cli.runtime.dist import DistInfo, gather_rows
+from pumlc_cli.runtime.interrupt import ignore_stop_signals
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

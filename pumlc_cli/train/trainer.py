@@ -18,11 +18,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pumlc_cli import dist
 from pumlc_cli.atomic import write_text_atomic
-from pumlc_cli.checkpoint import check_classes, load_checkpoint, require_keys, save_checkpoint
-from pumlc_cli.config import TrainConfig
-from pumlc_cli.data import (
+from pumlc_cli.data.datasets import (
     STREAM_MIXUP,
     STREAM_PERMUTATION,
     STREAM_STEP,
@@ -31,11 +28,14 @@ from pumlc_cli.data import (
     TrainTransform,
     sample_seed,
 )
-from pumlc_cli.ema import ModelEma
 from pumlc_cli.errors import PumlcError, first_line
-from pumlc_cli.inference import autocast_context, eval_dataset, predict_probs, shard_loader
-from pumlc_cli.interrupt import ignore_stop_signals
-from pumlc_cli.metrics import multilabel_metrics
+from pumlc_cli.evaluate.inference import autocast_context, eval_dataset, predict_probs, shard_loader
+from pumlc_cli.evaluate.metrics import multilabel_metrics
+from pumlc_cli.runtime import dist
+from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint, require_keys, save_checkpoint
+from pumlc_cli.runtime.interrupt import ignore_stop_signals
+from pumlc_cli.train.config import TrainConfig
+from pumlc_cli.train.ema import ModelEma
 
 console = Console(stderr=True)
 RESUME_KEYS = ("ema", "optimizer", "scheduler", "scaler", "epoch", "step_in_epoch", "global_step", "best", "history")
@@ -110,7 +110,7 @@ class Trainer:
     """Builds everything from a TrainConfig and runs epochs; rank 0 writes the run folder."""
 
     def __init__(self, cfg: TrainConfig, info: dist.DistInfo) -> None:
-        from pumlc_cli import load_prepared
+        from pumlc_cli.data.prepared import load_prepared
         from pumlc_cli.losses import build_loss
         from pumlc_cli.models import build_model, label_cooccurrence, set_trainable
 

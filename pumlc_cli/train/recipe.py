@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pumlc_cli.config import TrainConfig, flag_name, validate_config
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.train.config import TrainConfig, flag_name, validate_config
 
-VECTORS_DIR = Path(__file__).resolve().parent.parent / "datasets_meta"
+VECTORS_DIR = Path(__file__).resolve().parents[2] / "datasets_meta"
 # Shipped class-name vectors (300-d GloVe, released with PU-MLC; provenance in datasets_meta/README.md).
 CLASS_VECTORS = {"coco": "coco80_glove300.npy", "voc": "voc20_glove300.npy"}
 
@@ -73,7 +73,7 @@ def dataset_kind(manifest: dict[str, Any]) -> str:
 
 def shipped_vectors(classes: list[str]) -> Path | None:
     """The shipped GloVe vectors when the class list is exactly COCO's 80 or VOC's 20 in their standard order."""
-    from pumlc_cli.meta import coco_classes, voc_classes
+    from pumlc_cli.data.meta import coco_classes, voc_classes
 
     for kind, names in (("coco", coco_classes()), ("voc", voc_classes())):
         if list(classes) == names:

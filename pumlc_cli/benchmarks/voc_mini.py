@@ -43,7 +43,7 @@ def write_split(data: Path, out: Path, n_train: int, n_test: int, seed: int) -> 
 
     Returns (train csv, test csv, image root). The split is drawn once from every image of trainval and test.
     """
-    from pumlc_cli.readers.voc import read_voc
+    from pumlc_cli.data.readers.voc import read_voc
 
     root = devkit_root(data)
     table = read_voc(root, difficult="positive")

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pumlc_cli.runner import flags, pumlc
+from pumlc_cli.benchmarks.runner import flags, pumlc
 
 METHODS = ("pu", "bce-an")
 

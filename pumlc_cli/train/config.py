@@ -58,7 +58,7 @@ def default_workers() -> int:
 class TrainConfig(BaseModel):
     """Every option of `pumlc train`; field names equal the flag names with `-` → `_` (`train_policy` is `--train`).
 
-    The defaults are plain fallbacks; `pumlc train` fills the recipe's per-dataset values (pumlc_cli/recipe.py)
+    The defaults are plain fallbacks; `pumlc train` fills the recipe's per-dataset values (pumlc_cli/train/recipe.py)
     under the config file and the flags. `None` means "derived from other values" (see `_derive`).
     """
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pumlc_cli.audit import KINDS, Audit, truth_report
+from pumlc_cli.audit.scores import KINDS, Audit, truth_report
 
 CSV_COLUMNS = ("kind", "rank", "image", "split", "class", "score", "prob", "observed")
 IMAGE_WIDTH = 32  # image paths in the tables keep their end (the file name) so rows fit 80 columns

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pumlc_cli.errors import PumlcError
 
-META_DIR = Path(__file__).resolve().parent.parent / "datasets_meta"
+META_DIR = Path(__file__).resolve().parents[2] / "datasets_meta"
 
 
 @cache

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pumlc_cli.data.readers import read_source, sha256_bytes
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.readers import read_source, sha256_bytes
 
 STREAMS = {"noise": 1, "single_positive": 2, "drop_positives": 3, "val_split": 4}
 MAX_SEED = 2**32 - 1

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pumlc_cli.errors import PumlcError
-from pumlc_cli.readers import (
+from pumlc_cli.data.readers import (
     LabelTable,
     contained_name,
     read_source,
     refuse_duplicates,
     source_record,
 )
+from pumlc_cli.errors import PumlcError
 
 
 def parse_class_list(spec: str) -> list[str]:

@@ -21,8 +21,8 @@ from importlib import metadata
 from pathlib import Path
 
 from pumlc_cli.atomic import write_text_atomic
-from pumlc_cli.runner import console, flags, pumlc
-from pumlc_cli.seedstats import mean_sd, paired_difference
+from pumlc_cli.benchmarks.runner import console, flags, pumlc
+from pumlc_cli.evaluate.seedstats import mean_sd, paired_difference
 
 FULL_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SELECTIONS = {"best": "val-selected best.pt", "last": "last epoch (last.pt, regular weights)"}
@@ -37,7 +37,7 @@ _PAPER = {
 RECIPES: dict[str, dict[str, object]] = {
     "voc2007": _PAPER,
     "coco2014": _PAPER,
-    # Real images and real ImageNet weights on a CPU (issue 12): see pumlc_cli/voc_mini.py.
+    # Real images and real ImageNet weights on a CPU (issue 12): see pumlc_cli/benchmarks/voc_mini.py.
     "voc-mini": {
         "model": "mobilenetv2_100",
         "image_size": 224,
@@ -100,7 +100,7 @@ _SWITCHES = ("pretrained", "local_global", "freeze_bn", "ema_warmup")  # True ->
 def prepare_args(dataset: str, data: Path, out: Path, p: float, seed: int) -> list[str]:
     """One prepared folder per (p, seed), negatives kept: every method of the cell reads it."""
     if dataset == "voc-mini":
-        from pumlc_cli.meta import voc_classes
+        from pumlc_cli.data.meta import voc_classes
 
         source = ["csv", *flags(train=data / "train.csv", test=data / "test.csv", images=data / "images")]
         source += ["--classes", ",".join(voc_classes())]
@@ -134,7 +134,7 @@ def _input_data(dataset: str, data: Path | None, root: Path, cache: Path, extra:
             pumlc("synth", str(data), "--seed", "0", *(["--force"] if data.exists() else []))
         return data, []
     if dataset == "voc-mini":
-        from pumlc_cli import voc_mini
+        from pumlc_cli.benchmarks import voc_mini
 
         devkit = data if data is not None else Path("../shared/data/voc2007")
         split = root / "split"

@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path, PurePosixPath
 
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.interrupt import ignore_stop_signals
+from pumlc_cli.runtime.interrupt import ignore_stop_signals
 
 CACHE_DIR = "images"
 CACHE_QUALITY = 95
@@ -42,7 +42,7 @@ def cache_one(src: str, dst: str, shorter_side: int) -> str | None:
     """
     from PIL import Image
 
-    from pumlc_cli.pixels import rgb8
+    from pumlc_cli.data.pixels import rgb8
 
     try:
         with Image.open(src) as img:

@@ -1,0 +1,161 @@
+"""`pumlc audit`: score a split with a checkpoint (or cross-fitted fold models), rank the probably missing and
+wrong labels, estimate their rates per class and report them (tables, CSV, JSON, plot)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pumlc_cli.errors import PumlcError
+
+if TYPE_CHECKING:
+    from pumlc_cli.train.start import TrainRequest
+
+AUDITED = {"train": ("train",), "val": ("val",), "all": ("train", "val")}
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """Everything `audit` needs, so a torchrun re-launch can repeat it exactly."""
+
+    ckpt: Path
+    data: Path | None
+    split: str
+    top: int
+    floor: float
+    csv_file: Path | None
+    json_file: Path | None
+    plot: Path | None
+    folds: int
+    folds_dir: Path | None
+    train_args: str
+    # --train-args parsed by `pumlc train`'s own parser (commands.train.parse_train_args)
+    fold_template: TrainRequest | None
+    seed: int
+    batch_size: int
+    workers: int
+    device: str
+    gpus: int
+    nproc: int
+    force: bool = False
+    # the command line that repeats these options under torchrun (which then adds the resolved --device)
+    argv: tuple[str, ...] = ()
+
+
+def run_audit(opts: AuditOptions) -> int:
+    """Score (training the fold models first with --folds), rank and report; returns the exit code."""
+    import torch
+
+    from pumlc_cli.audit.folds import plan_folds, train_folds
+    from pumlc_cli.data.prepared import load_prepared
+    from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint, resolve_checkpoint
+    from pumlc_cli.runtime.dist import check_gpus
+
+    kind = opts.device if opts.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    check_gpus(opts.gpus, kind)  # before any fold is trained
+    ckpt = resolve_checkpoint(opts.ckpt)
+    payload = load_checkpoint(ckpt)
+    data = opts.data or Path(payload["config"]["data"])
+    outputs = _check_outputs(opts, [ckpt, data, opts.folds_dir])
+    prepared = load_prepared(data)
+    check_classes(payload, list(prepared.classes), ckpt, data)
+    plan = None
+    if opts.folds:
+        if opts.split != "train":
+            raise PumlcError("--folds cross-fits the train split; use --split train")
+        config = ckpt.parent / "config.json"
+        if not config.is_file() and not opts.train_args:
+            raise PumlcError(f"{config}: missing; --folds needs the run's config.json or --train-args")
+        template = replace(opts.fold_template, config=config if config.is_file() else None)
+        plan = plan_folds(prepared, opts.folds_dir or ckpt.parent / f"audit-folds{opts.folds}", opts.folds, opts.seed)
+        if "LOCAL_RANK" not in os.environ:
+            train_folds(prepared, plan, template)
+    procs = opts.gpus if kind == "cuda" else opts.nproc
+    if procs > 1 and "LOCAL_RANK" not in os.environ:
+        return _relaunch(procs, opts, kind)
+    _score_and_report(opts, outputs, ckpt, payload, prepared, plan, kind)
+    return 0
+
+
+def _check_outputs(opts: AuditOptions, inputs: list) -> dict[str, Path | None]:
+    """Every report path is checked before any training or scoring (h9's rules in `pumlc_cli.outputs`)."""
+    from pumlc_cli.outputs import check_distinct, check_output_file
+
+    given = {"--csv": opts.csv_file, "--json": opts.json_file, "--plot": opts.plot}
+    outputs = {flag: check_output_file(path, flag, inputs=inputs, force=opts.force) for flag, path in given.items()}
+    check_distinct(outputs)
+    return outputs
+
+
+def _score_and_report(
+    opts: AuditOptions, outputs: dict[str, Path | None], ckpt: Path, payload: dict, prepared, plan, kind: str
+) -> None:
+    import numpy as np
+    import torch
+
+    from pumlc_cli.atomic import write_text_atomic
+    from pumlc_cli.audit.folds import ScoreOptions, score_folds, score_images
+    from pumlc_cli.audit.report import build_report, csv_text, plot_audit, render
+    from pumlc_cli.audit.scores import audit_scores
+    from pumlc_cli.evaluate.evaluation import selected_weights
+    from pumlc_cli.runtime import dist
+
+    parts = [(name, prepared.split_data(name)) for name in AUDITED[opts.split]]
+    images = [img for _, part in parts for img in part.images]
+    if not images:
+        raise PumlcError(f"{prepared.path}: split {opts.split!r} has no images")
+    splits = [name for name, part in parts for _ in part.images]
+    observed = np.concatenate([part.observed for _, part in parts])
+    truth = np.concatenate([part.truth for _, part in parts])
+    info = dist.setup(kind)
+    try:
+        amp = "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "none"
+        score_opts = ScoreOptions(opts.batch_size, opts.workers, amp, show_progress=opts.json_file != Path("-"))
+        if plan is not None:
+            probs = score_folds(prepared, plan, info, score_opts)
+        else:
+            probs = score_images(payload, prepared.image_root, images, info, score_opts)
+    finally:
+        dist.teardown(info)
+    if not info.is_main:
+        return
+    source = {
+        "checkpoint": str(ckpt),
+        "data": str(prepared.path),
+        "split": opts.split,
+        "weights": "val-selected, per fold" if plan else selected_weights(payload),
+        "folds": opts.folds,
+        "folds_dir": str(plan.root) if plan else None,
+    }
+    differs = not np.array_equal(truth, observed)
+    result = audit_scores(probs, observed)
+    report = build_report(
+        result, images, splits, list(prepared.classes), truth if differs else None, floor=opts.floor, source=source
+    )
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    if opts.json_file == Path("-"):
+        sys.stdout.write(text)
+    else:
+        if plan is None and opts.split in ("train", "all"):
+            print(
+                "note: the model trained on these images, so hidden positives there score low; "
+                "--folds K scores each image with a model that did not see it",
+                file=sys.stderr,
+            )
+        render(report, opts.top)
+        if outputs["--json"]:
+            write_text_atomic(outputs["--json"], text)
+    if outputs["--csv"]:
+        write_text_atomic(outputs["--csv"], csv_text(report["suggestions"]))
+    if outputs["--plot"]:
+        plot_audit(outputs["--plot"], report)
+
+
+def _relaunch(procs: int, opts: AuditOptions, kind: str) -> int:
+    from pumlc_cli.runtime.launch import run_local
+
+    return run_local(procs, ["audit", *opts.argv, "--device", kind])

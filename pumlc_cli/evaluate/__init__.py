@@ -1,0 +1,2 @@
+"""The evaluation side: metrics, batched (sharded) inference, GPU decoding, evaluation of a checkpoint, plots and
+seed statistics."""

@@ -1,0 +1,214 @@
+"""`pumlc eval`: score a checkpoint on one split of a prepared folder and report the metrics (tables, JSON,
+scores, plot); several processes shard the images under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pumlc_cli.atomic import atomic_path
+from pumlc_cli.errors import PumlcError
+
+METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything `pumlc eval` was given; `argv` repeats the command for torchrun children (minus the paths,
+    device and process counts, which the parent resolves)."""
+
+    ckpt: Path
+    data: Path | None
+    split: str
+    threshold: float
+    mask_unknown: bool
+    weights: str
+    voc11: bool
+    json_file: Path | None
+    plot: Path | None
+    scores_file: Path | None
+    batch_size: int
+    workers: int
+    decode: str
+    device: str
+    gpus: int
+    nproc: int
+    force: bool
+    argv: tuple[str, ...] = ()
+
+
+def run_eval(opts: EvalOptions) -> int:
+    """Evaluate and report; returns the exit code (a torchrun re-launch returns its children's)."""
+    import torch
+
+    from pumlc_cli.evaluate.evaluation import available_weights, selected_weights
+    from pumlc_cli.outputs import check_report_files, prepared_inputs
+    from pumlc_cli.runtime.checkpoint import load_checkpoint, resolve_checkpoint
+    from pumlc_cli.runtime.dist import check_gpus
+
+    ckpt = resolve_checkpoint(opts.ckpt)
+    payload = load_checkpoint(ckpt)
+    if opts.weights != "best" and opts.weights not in available_weights(payload):
+        raise PumlcError(
+            f"{ckpt}: holds only the {selected_weights(payload)} weights; use last.pt for --weights {opts.weights}"
+        )
+    data = opts.data or Path(payload["config"]["data"])
+    if not (data / "manifest.json").is_file():
+        raise PumlcError(f"{data}: not a prepared folder (no manifest.json); pass --data")
+    check_report_files(  # before the evaluation, so a bad path never costs its results
+        {"--json": opts.json_file, "--plot": opts.plot, "--save-scores": opts.scores_file},
+        inputs=[ckpt, *prepared_inputs(data)],
+        force=opts.force or "LOCAL_RANK" in os.environ,  # torchrun children follow the parent's check
+    )
+    kind = opts.device if opts.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if opts.decode == "gpu" and (kind != "cuda" or not torch.cuda.is_available()):
+        raise PumlcError("--decode gpu needs a CUDA device (use --decode pil on the CPU)")
+    check_gpus(opts.gpus, kind)  # several GPUs asked for and none there: refused, not silently one CPU process
+    procs = opts.gpus if kind == "cuda" else opts.nproc
+    if procs > 1 and "LOCAL_RANK" not in os.environ:
+        from pumlc_cli.runtime.launch import run_local
+
+        return run_local(procs, ["eval", str(ckpt), "--data", str(data), "--device", kind, *opts.argv])
+    _evaluate_and_report(opts, ckpt, payload, data, kind)
+    return 0
+
+
+def _evaluate_and_report(opts: EvalOptions, ckpt: Path, payload: dict[str, Any], data: Path, kind: str) -> None:
+    import torch
+
+    from pumlc_cli.data.prepared import load_prepared
+    from pumlc_cli.evaluate.evaluation import evaluate, selected_weights
+    from pumlc_cli.runtime import dist
+    from pumlc_cli.textout import is_stdout, write_text
+
+    info = dist.setup(kind)
+    try:
+        amp = "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "none"
+        result = evaluate(
+            payload,
+            ckpt,
+            data,
+            opts.split,
+            threshold=opts.threshold,
+            mask_unknown=opts.mask_unknown,
+            voc11=opts.voc11,
+            batch_size=opts.batch_size,
+            workers=opts.workers,
+            info=info,
+            amp=amp,
+            decode_device=info.device if opts.decode == "gpu" else None,
+        )
+    finally:
+        dist.teardown(info)
+    if not info.is_main:
+        return
+    classes = list(payload["classes"])
+    headline = selected_weights(payload) if opts.weights == "best" else opts.weights
+    report = build_report(
+        result, classes, headline, opts.threshold, str(ckpt), str(data), opts.split, opts.mask_unknown
+    )
+    render(report, opts.voc11, stderr=is_stdout(opts.json_file))
+    if opts.json_file:
+        write_text(opts.json_file, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    if opts.scores_file:
+        import numpy as np
+
+        with atomic_path(opts.scores_file) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
+            np.savez_compressed(
+                fh,
+                images=np.array(result.images),
+                targets=result.targets,
+                classes=np.array(classes),
+                **{f"scores_{name}": scores for name, scores in result.scores.items()},
+            )
+    if opts.plot:
+        from pumlc_cli.evaluate.plots import plot_per_class
+
+        plot_per_class(opts.plot, classes, result.metrics[headline]["per_class_ap"], load_prepared(data))
+
+
+def build_report(
+    result: Any,
+    classes: list[str],
+    headline: str,
+    threshold: float,
+    ckpt: str,
+    data: str,
+    split: str,
+    mask_unknown: bool,
+) -> dict[str, Any]:
+    """The JSON document: headline metrics at top level, both weight sets under `all_weights`."""
+
+    def block(m: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: _clean(m[k]) for k in METRIC_KEYS}
+        out["top3"] = {k: _clean(m["top3"][k]) for k in METRIC_KEYS if k in m["top3"]}
+        out["per_class"] = {c: _clean(ap) for c, ap in zip(classes, m["per_class_ap"], strict=True)}
+        out["classes_without_positives"] = [classes[i] for i in m["classes_without_positives"]]
+        if "mAP_voc11" in m:
+            out["mAP11"] = _clean(m["mAP_voc11"])
+        return out
+
+    blocks = {w: block(m) for w, m in result.metrics.items()}
+    report = {
+        **blocks[headline],
+        "weights": headline,
+        "n_images": len(result.images),
+        "threshold": threshold,
+        "split": split,
+        "targets": "observed labels, unknown ignored" if mask_unknown else "true labels",
+        "checkpoint": ckpt,
+        "data": data,
+        "all_weights": blocks,
+    }
+    return report
+
+
+def render(report: dict[str, Any], voc11: bool, stderr: bool = False) -> None:
+    """Metrics as rows and weight sets as columns, then per-class AP: both fit 80 columns."""
+    from rich import box
+    from rich.table import Table
+
+    from pumlc_cli.textout import table_console
+
+    console = table_console(stderr)
+    blocks = report["all_weights"]
+    overall = Table(title=f"{report['split']}: {report['n_images']} images", box=box.SIMPLE_HEAD)
+    overall.add_column("metric")
+    for name in blocks:
+        overall.add_column(f"{name} *" if name == report["weights"] else name, justify="right")
+    rows = [(key, lambda b, k=key: b[k]) for key in METRIC_KEYS]
+    rows += [(f"{key}@top3", lambda b, k=key: b["top3"].get(k)) for key in ("CP", "CR", "CF1", "OF1")]
+    if voc11:
+        rows.append(("mAP (11-pt)", lambda b: b.get("mAP11")))
+    for label, get in rows:
+        overall.add_row(label, *(_fmt(get(block)) for block in blocks.values()))
+    console.print(overall)
+    console.print(f"targets: {report['targets']} of the {report['split']} split; threshold {report['threshold']}")
+    console.print("* selected on the val split during training")
+    if len(blocks) == 1:
+        console.print("best.pt keeps only these weights; for regular vs EMA: pumlc eval RUN/last.pt")
+    per_class = Table(title=f"AP per class ({report['weights']})", box=box.SIMPLE_HEAD)
+    per_class.add_column("class", overflow="fold")
+    per_class.add_column("AP", justify="right", no_wrap=True)
+    ranked = sorted(((c, ap) for c, ap in report["per_class"].items() if ap is not None), key=lambda t: -t[1])
+    for cls, ap in ranked:
+        per_class.add_row(cls, _fmt(ap))
+    console.print(per_class)
+    if report["classes_without_positives"]:
+        console.print(
+            "classes without positives (excluded from mAP): " + ", ".join(report["classes_without_positives"])
+        )
+
+
+def _clean(value: Any) -> float | None:
+    import math
+
+    value = float(value)
+    return None if math.isnan(value) else round(value, 6)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
