@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from pumlc_cli.cli import app
 from pumlc_cli.data.corrupt import hcp_partial_mask
+from pumlc_cli.data.prepared import load_prepared
 from pumlc_cli.errors import PumlcError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +212,25 @@ def test_csv_prepare(tmp_path):
     )
     frame = pd.read_parquet(tmp_path / "p" / "labels.parquet")
     assert frame["truth:dog"].tolist() == [1, 1, -1] and frame["observed:cat"].tolist() == [-1, 1, -1]
+
+
+def test_csv_prepare_with_checked_negatives(tmp_path):
+    """A `negatives` column: unlisted classes stay unknown in truth and observed; --strip-negatives still works."""
+    (tmp_path / "train.csv").write_text("image,labels,negatives\na.jpg,dog,cat\nb.jpg,cat,\n")
+    (tmp_path / "img").mkdir()
+    for name in "ab":
+        (tmp_path / "img" / f"{name}.jpg").write_bytes(b"listed, not opened without --check-images")
+    common = ("prepare", "csv", "--train", tmp_path / "train.csv", "--images", tmp_path / "img")
+    invoke(*common, "--out", tmp_path / "p", "--val-fraction", "0", "--classes", "bird,cat,dog")
+    train = load_prepared(tmp_path / "p").split_data("train")
+    np.testing.assert_array_equal(train.truth, [[0, -1, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(train.observed, train.truth)
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["policies"]["absent_class"] == "unknown"
+    invoke(*common, "--out", tmp_path / "q", "--val-fraction", "0", "--strip-negatives")
+    stripped = load_prepared(tmp_path / "q").split_data("train")
+    np.testing.assert_array_equal(stripped.observed, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(stripped.truth, [[-1, 1], [1, 0]])
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -223,6 +223,51 @@ def test_csv_separator_and_given_classes(tmp_path):
     assert parse_class_list("a, b,c") == ["a", "b", "c"]
 
 
+def test_csv_negatives_column_makes_unlisted_classes_unknown(tmp_path):
+    (tmp_path / "train.csv").write_text(
+        "image,labels,negatives\na.jpg,dog,cat\nb.jpg,,\nc.jpg,cat,dog bird\nd.jpg,,bird\n"
+    )
+    (tmp_path / "test.csv").write_text("image,negatives,labels\ne.jpg,dog,bird\n")
+    table = read_csv_labels(tmp_path / "train.csv", tmp_path / "test.csv", tmp_path)
+    assert table.classes == ["bird", "cat", "dog"]
+    np.testing.assert_array_equal(table.truth, [[0, -1, 1], [0, 0, 0], [-1, 1, -1], [-1, 0, 0], [1, 0, -1]])
+    # a row with only checked negatives is annotated; a row with nothing is an empty image
+    assert table.empty.tolist() == [False, True, False, False, False]
+    assert table.info["policies"]["absent_class"] == "unknown"
+    without = read_csv_labels(tmp_path / "test.csv", None, tmp_path, classes=["bird", "cat", "dog"])
+    assert without.info["policies"]["absent_class"] == "unknown"
+    (tmp_path / "plain.csv").write_text("image,labels\nf.jpg,dog\n")
+    plain = read_csv_labels(tmp_path / "plain.csv", None, tmp_path, classes=["bird", "cat", "dog"])
+    np.testing.assert_array_equal(plain.truth, [[-1, -1, 1]])
+    assert plain.info["policies"]["absent_class"] == "negative"
+
+
+@pytest.mark.parametrize(
+    "train,test,classes,message",
+    [
+        ("image,labels,negatives\na.jpg,dog,dog\n", None, None, r"t.csv:2: class 'dog' is both in labels and in"),
+        ("image,labels,negatives\na.jpg,dog,owl\n", None, ["dog"], r"t.csv:2: unknown class name 'owl' in negatives"),
+        ("image,labels\na.jpg,dog -cat\n", None, None, r"t.csv:2: '-cat': a '-name' is not a class.*add a 'neg"),
+        ("image,labels,negatives\na.jpg,dog -cat,\n", None, None, r"'-cat'.*list it in the 'negatives' column"),
+        ("image,labels,negatives\na.jpg,dog,\n", "image,labels\nb.jpg,dog\n", None, r"s.csv: has no 'negatives'"),
+        ("image,labels\na.jpg,dog\n", "image,labels,negatives\nb.jpg,dog,\n", None, r"t.csv: has no 'negatives'"),
+        ("image,labels,negatives\na.jpg,dog\n", None, None, r"t.csv:2: expected 3 fields, got 2"),
+    ],
+)
+def test_csv_negatives_refusals(tmp_path, train, test, classes, message):
+    (tmp_path / "t.csv").write_text(train)
+    if test is not None:
+        (tmp_path / "s.csv").write_text(test)
+    with pytest.raises(PumlcError, match=message):
+        read_csv_labels(tmp_path / "t.csv", tmp_path / "s.csv" if test else None, tmp_path, classes=classes)
+
+
+def test_csv_dash_class_listed_in_classes_is_a_class(tmp_path):
+    (tmp_path / "t.csv").write_text("image,labels\na.jpg,-x\n")
+    table = read_csv_labels(tmp_path / "t.csv", None, tmp_path, classes=["-x", "y"])
+    np.testing.assert_array_equal(table.truth, [[1, -1]])
+
+
 @pytest.mark.parametrize(
     "content,classes,message",
     [

@@ -387,6 +387,31 @@ def test_csv_train_and_test_share_an_image(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "train,test,expect",
+    [
+        ("image,labels,negatives\na.jpg,dog,cat\n", "image,labels\nb.jpg,dog\n", "s.csv: has no 'negatives' column"),
+        ("image,labels,negatives\na.jpg,dog cat,cat\n", None, "t.csv:2: class 'cat' is both in labels and in"),
+        ("image,labels,negatives\na.jpg,dog,owl\n", None, "t.csv:2: unknown class name 'owl' in negatives"),
+        ("image,labels\na.jpg,dog -cat\n", None, "t.csv:2: '-cat': a '-name' is not a class"),
+    ],
+)
+def test_csv_negatives_inconsistent(tmp_path, train, test, expect):
+    """Checked negatives said in contradictory ways: one line, exit 2, nothing written."""
+    img = tmp_path / "img"
+    img.mkdir()
+    for name in "ab":
+        (img / f"{name}.jpg").write_bytes(b"x")
+    (tmp_path / "t.csv").write_text(train)
+    args = ["prepare", "csv", "--train", tmp_path / "t.csv", "--images", img, "--out", tmp_path / "p"]
+    if test is not None:
+        (tmp_path / "s.csv").write_text(test)
+        args += ["--test", tmp_path / "s.csv"]
+    classes = [] if "owl" not in expect else ["--classes", "dog,cat"]
+    refused(*args, *classes, watch=(img, tmp_path / "t.csv"), expect=expect)
+    assert not (tmp_path / "p").exists()
+
+
 def _mini_voc(tmp_path: Path, xml: dict[str, str], trainval: str) -> Path:
     root = tmp_path / "VOC2007"
     (root / "Annotations").mkdir(parents=True)

@@ -28,7 +28,10 @@ EXAMPLES = {
         "pumlc prepare coco --train-ann train.json --test-ann val.json --out prep",
     ),
     "voc": ("pumlc prepare voc --root VOCdevkit/VOC2007 --out prep --partial 0.5",),
-    "csv": ("pumlc prepare csv --train train.csv --test test.csv --images imgs --out prep",),
+    "csv": (
+        "pumlc prepare csv --train train.csv --test test.csv --images imgs --out prep",
+        "pumlc prepare csv --train positives_only.csv --images imgs --out prep --strip-negatives",
+    ),
 }
 
 
@@ -402,7 +405,9 @@ def voc(
 @format_command
 def csv_(
     out: Out,
-    train: Annotated[Path, typer.Option(help="CSV with header 'image,labels' (train -> train + val).")],
+    train: Annotated[
+        Path, typer.Option(help="CSV with header 'image,labels', optionally ',negatives' (train -> train + val).")
+    ],
     images: Annotated[Path, typer.Option(help="Folder the image paths in the CSV files are relative to.")],
     test: Annotated[Path | None, typer.Option(help="CSV of the test split (same format).")] = None,
     sep: Annotated[
@@ -416,7 +421,12 @@ def csv_(
     spec: CorruptionSpec,
     options: WriteOptions,
 ) -> None:
-    """Your own labels: CSV files 'image,labels' (listed classes positive, all others negative)."""
+    """Your own labels: CSV files 'image,labels[,negatives]'.
+
+    Without a 'negatives' column, classes not in 'labels' are negatives (--strip-negatives makes them unknown).
+
+    With one, it lists the classes checked absent, and every class in neither column is unknown.
+    """
     from pumlc_cli.data.readers.csv_reader import parse_class_list, read_csv_labels
 
     def read():

@@ -1,15 +1,19 @@
-"""A user's own labels: CSV files with a header holding `image` and `labels` columns.
+"""A user's own labels: CSV files with a header holding `image` and `labels` columns, optionally `negatives`.
 
 `labels` lists an image's classes separated by `sep` (default: whitespace); an empty field means no class.
-Every listed class is a positive and every other class a negative: the user's labels are the truth, so truth
-and observed coincide unless `prepare` corrupts them. Classes are given (`--classes`: a file with one name per
-line, or comma-separated names) or inferred as the sorted union of all names in the train and test files.
+Without a `negatives` column every listed class is a positive and every other class a negative. With one, it lists
+the classes checked absent (verified negatives) and every class in neither field is unknown (0), in the truth
+too: a CSV that lists only some positives then says so instead of inventing negatives. Train and test files must
+agree on the column, or one file's unlisted classes would be negatives and the other's unknown. The user's labels
+are the truth, so truth and observed coincide unless `prepare` corrupts them. Classes are given (`--classes`: a
+file with one name per line, or comma-separated names) or inferred as the sorted union of all names in the files.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +45,21 @@ def parse_class_list(spec: str) -> list[str]:
     return names
 
 
-def _rows(path: Path, sep: str | None) -> tuple[list[tuple[str, list[str], int]], bytes]:
+@dataclass(frozen=True)
+class _Row:
+    image: str
+    positives: list[str]
+    negatives: list[str]  # empty without a `negatives` column
+    line_no: int
+
+
+def _names(field: str, sep: str | None) -> list[str]:
+    names = field.split() if sep is None else [s.strip() for s in field.split(sep)]
+    return [s for s in names if s]
+
+
+def _rows(path: Path, sep: str | None) -> tuple[list[_Row], bool, bytes]:
+    """The file's rows and whether it has a `negatives` column."""
     data = read_source(path, "CSV label file")
     try:
         text = data.decode("utf-8-sig")
@@ -55,19 +73,43 @@ def _rows(path: Path, sep: str | None) -> tuple[list[tuple[str, list[str], int]]
     if "image" not in cols or "labels" not in cols:
         raise PumlcError(f"{path}: header must have columns 'image' and 'labels', got {','.join(header)}")
     ci, cl = cols.index("image"), cols.index("labels")
+    cn = cols.index("negatives") if "negatives" in cols else None
     out = []
     for line_no, rec in enumerate(reader, start=2):
         if not rec or all(not f.strip() for f in rec):
             continue
-        if len(rec) <= max(ci, cl):
+        if len(rec) <= max(ci, cl, cn or 0):
             raise PumlcError(f"{path}:{line_no}: expected {len(header)} fields, got {len(rec)}")
         image = rec[ci].strip()
         if not image:
             raise PumlcError(f"{path}:{line_no}: empty image path")
-        field = rec[cl]
-        labels = field.split() if sep is None else [s.strip() for s in field.split(sep)]
-        out.append((image, [s for s in labels if s], line_no))
-    return out, data
+        negatives = _names(rec[cn], sep) if cn is not None else []
+        out.append(_Row(image, _names(rec[cl], sep), negatives, line_no))
+    return out, cn is not None, data
+
+
+def _check_syntax(parsed: list[tuple[str, Path, list[_Row], bool, bytes]], classes: list[str] | None) -> None:
+    """One-line refusals for the ways a CSV can say contradictory things about a label."""
+    with_neg = [path for _, path, _, has, _ in parsed if has]
+    if with_neg and len(with_neg) < len(parsed):
+        other = next(path for _, path, _, has, _ in parsed if not has)
+        raise PumlcError(
+            f"{other}: has no 'negatives' column but {with_neg[0]} has one (unlisted classes would be negatives in "
+            "one file and unknown in the other); add the column to both, empty where nothing was checked"
+        )
+    known = set(classes or [])
+    for _, path, rows, has_neg, _ in parsed:
+        for row in rows:
+            where = f"{path}:{row.line_no}"
+            for name in (*row.positives, *row.negatives):
+                if name.startswith("-") and name not in known:
+                    hint = "list it in the 'negatives' column" if has_neg else "add a 'negatives' column listing it"
+                    raise PumlcError(
+                        f"{where}: {name!r}: a '-name' is not a class; to mark {name[1:]!r} as checked absent, {hint}"
+                    )
+            both = sorted(set(row.positives) & set(row.negatives))
+            if both:
+                raise PumlcError(f"{where}: class {both[0]!r} is both in labels and in negatives")
 
 
 def read_csv_labels(
@@ -78,27 +120,31 @@ def read_csv_labels(
     root = Path(images).resolve()
     files = [("train", Path(train))] + ([("test", Path(test))] if test is not None else [])
     parsed = [(part, path, *_rows(path, split_sep)) for part, path in files]
-    for _, path, rows, _ in parsed:
+    for _, path, rows, _, _ in parsed:
         if not rows:
             raise PumlcError(f"{path}: lists no images")
+    _check_syntax(parsed, classes)
+    verified = parsed[0][3]
     if classes is None:
         given = False
-        classes = sorted({lab for _, _, rows, _ in parsed for _, labs, _ in rows for lab in labs})
+        classes = sorted({n for _, _, rows, _, _ in parsed for r in rows for n in (*r.positives, *r.negatives)})
         if not classes:
             raise PumlcError(f"{train}: no labels found, cannot infer the classes (give --classes)")
     else:
         given = True
     index = {name: i for i, name in enumerate(classes)}
     names, part_col, truths, sources, origins = [], [], [], [], []
-    for part, path, rows, data in parsed:
-        truth = np.full((len(rows), len(classes)), -1, dtype=np.int8)
-        for r, (image, labs, line_no) in enumerate(rows):
-            for lab in labs:
-                cls = index.get(lab)
-                if cls is None:
-                    raise PumlcError(f"{path}:{line_no}: unknown class name {lab!r} (not in --classes)")
-                truth[r, cls] = 1
-            where = f"{path}:{line_no}"
+    for part, path, rows, _, data in parsed:
+        truth = np.full((len(rows), len(classes)), 0 if verified else -1, dtype=np.int8)
+        for r, row in enumerate(rows):
+            where = f"{path}:{row.line_no}"
+            for listed, value, field in ((row.positives, 1, "labels"), (row.negatives, -1, "negatives")):
+                for name in listed:
+                    cls = index.get(name)
+                    if cls is None:
+                        raise PumlcError(f"{where}: unknown class name {name!r} in {field} (not in --classes)")
+                    truth[r, cls] = value
+            image = row.image
             if Path(image).is_absolute():
                 try:
                     image = Path(image).resolve().relative_to(root).as_posix()
@@ -116,13 +162,14 @@ def read_csv_labels(
         images=names,
         part=np.array(part_col, dtype=str),
         truth=truth,
-        empty=~(truth == 1).any(axis=1),
+        # with verified negatives, a row listing only negatives is annotated (not an "empty image")
+        empty=~(truth != 0).any(axis=1) if verified else ~(truth == 1).any(axis=1),
         image_root=root,
         sources=sources,
         info={
             "reader": "csv",
             "class_source": "given" if given else "inferred",
             "label_separator": sep,
-            "policies": {"absent_class": "negative"},
+            "policies": {"absent_class": "unknown" if verified else "negative"},
         },
     )
