@@ -80,8 +80,8 @@ def checkpoint(synth_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_evaluate_with_device_decoding_matches_pil(checkpoint: Path, synth_prepared: Path) -> None:
-    from pumlc_cli import dist
     from pumlc_cli.evaluate.evaluation import evaluate
+    from pumlc_cli.runtime import dist
     from pumlc_cli.runtime.checkpoint import load_checkpoint
 
     payload = load_checkpoint(checkpoint)

