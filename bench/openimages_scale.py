@@ -365,7 +365,7 @@ def main() -> int:
             )
         print(
             f"pumlc prepare openimages at 9M: {extrapolate(ns, [r['prep']['wall_s'] for r in results]):.0f}s, "
-            f"peak RSS {extrapolate(ns, rss) / 1e9:.2f} GB, prepared labels "
+            f"peak RSS {extrapolate(ns, rss) / 1e9:.2f} GB, prepared folder "
             f"{extrapolate(ns, [r['prep']['disk'] for r in results]) / 1e9:.2f} GB on disk"
         )
         m = masked_map(args.seed)
