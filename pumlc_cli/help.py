@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 # The order a user meets the commands in; commands not listed (none today) go last.
-WORKFLOW = ("synth", "prepare", "stats", "train", "eval", "predict", "audit", "relabel")
+WORKFLOW = ("synth", "prepare", "stats", "train", "eval", "predict", "export", "audit", "relabel")
 # A choice list longer than this moves from the type column into the help text.
 MAX_CHOICES_WIDTH = 14
 CONTEXT = {"help_option_names": ["-h", "--help"]}

@@ -10,7 +10,7 @@ import json
 import os
 import socket
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -209,3 +209,32 @@ def prepared_inputs(folder: Path | str) -> list[Path]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     return found
+
+
+def check_model_file(
+    path: Path | str,
+    flag: str,
+    *,
+    inputs: Iterable[Path | str | None],
+    force: bool,
+    kind: str,
+    replaceable: Callable[[Path], bool],
+) -> Path:
+    """Check a model file (`pumlc export --out`) as a report file, except that --force replaces an existing file
+    only when `replaceable(path)` says it is a `kind` pumlc wrote: an export may be a zip with a .pt name, which
+    any other output must leave alone as a checkpoint. Returns the resolved path."""
+    if is_stdout(path):
+        raise PumlcError(f"{flag} must be a file, not '-'")
+    out = resolved_path(path)
+    check_not_input(out, flag, inputs)
+    if out.is_dir():
+        raise PumlcError(f"{out}: {flag} names a folder; give a file name")
+    if not out.exists():
+        _check_owned(out, flag)
+    elif not (out.is_file() and replaceable(out)):
+        _check_owned(out, flag)  # a checkpoint or a run's own file is named as such
+        raise PumlcError(f"{out}: {flag} file already exists and is not {kind} (--force replaces only that)")
+    elif not force:
+        raise PumlcError(f"{out}: {flag} file already exists (use --force to replace it)")
+    check_parent(out, flag)
+    return out

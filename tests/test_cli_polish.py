@@ -25,6 +25,7 @@ COMMANDS = [
     ["train"],
     ["eval"],
     ["predict"],
+    ["export"],
     ["audit"],
     ["relabel"],
 ]
@@ -76,7 +77,7 @@ def test_version_and_workflow_order() -> None:
     assert done.stdout.strip() == f"pumlc {toolkit_version()}"
     text = CliRunner().invoke(app, ["-h"], env={"COLUMNS": "80"}).stdout
     commands = text[text.index("Commands") :]
-    workflow = ("synth", "prepare", "stats", "train", "eval", "predict", "audit", "relabel")
+    workflow = ("synth", "prepare", "stats", "train", "eval", "predict", "export", "audit", "relabel")
     order = [commands.index(f" {name} ") for name in workflow]
     assert order == sorted(order)
     assert "--install-completion" in text

@@ -15,6 +15,7 @@ from pumlc_cli.models.local_global import (
     LocalGlobalConv,
     convert_local_global,
     published_branch_state,
+    unmerge_for_tracing,
 )
 from pumlc_cli.models.semantic_head import SemanticHead, label_cooccurrence
 from pumlc_cli.models.weights import load_backbone_file
@@ -35,4 +36,5 @@ __all__ = [
     "load_backbone_file",
     "published_branch_state",
     "set_trainable",
+    "unmerge_for_tracing",
 ]

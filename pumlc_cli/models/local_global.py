@@ -272,6 +272,17 @@ class LocalGlobalConv(nn.Module):
         return y
 
 
+def unmerge_for_tracing(module: nn.Module) -> int:
+    """Make every LocalGlobalConv under `module` compute its 1x1 projection as a convolution of its own; returns
+    how many. A traced graph (TorchScript, ONNX) cannot hold the merged path's custom autograd Function, and the
+    merge is chosen by the number of output positions, i.e. the batch size, which an exported model leaves open.
+    Both paths compute the same function (item 7 of the module docstring)."""
+    convs = [m for m in module.modules() if isinstance(m, LocalGlobalConv)]
+    for conv in convs:
+        conv.mergeable = False
+    return len(convs)
+
+
 def convert_local_global(
     module: nn.Module, heads: int = 8, reduction: int = 4, skip: tuple[str, ...] = ()
 ) -> tuple[int, int]:
