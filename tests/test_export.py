@@ -173,3 +173,14 @@ def test_onnx_without_the_extra_names_the_install(trained: Path, tmp_path: Path)
     line = error_line(proc)
     assert "onnxruntime" in line and "pip install 'pumlc[export]'" in line
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_without_the_run_data_the_check_uses_noise_images(trained: Path, tmp_path: Path) -> None:
+    from pumlc_cli.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(trained / "best.pt")
+    payload["config"] = {**payload["config"], "data": str(tmp_path / "moved-away")}
+    ckpt = tmp_path / "moved.pt"
+    save_checkpoint(ckpt, {k: v for k, v in payload.items() if k != "format"})
+    done = run_cli("export", ckpt, "--format", "torchscript", "--out", tmp_path / "m.pt")
+    assert "on 4 noise images (the run's data is gone)" in done.stderr and (tmp_path / "m.pt").is_file()
