@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score
 
 from pumlc_cli import load_prepared
-from tests.helpers import TINY_MODEL, run_cli, train_args
+from tests.helpers import TINY_MODEL, error_line, run_cli, train_args
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,109 @@ def test_predict_skips_a_corrupt_image(trained: Path, synth_prepared: Path, tmp_
     csv_out = tmp_path / "pred.csv"
     run_cli("predict", trained / "best.pt", str(folder / "ok*.jpg"), "--csv", csv_out, "--device", "cpu")
     assert len(csv_out.read_text().strip().splitlines()) == 1 + 3
+
+
+def test_best_pt_and_run_folder_store_the_val_thresholds(trained: Path, synth_prepared: Path, tmp_path: Path) -> None:
+    """The record in best.pt equals RUN/thresholds.json and the choice re-made from best.pt's own val scores."""
+    from pumlc_cli.evaluate.thresholds import choose_thresholds
+    from pumlc_cli.runtime.checkpoint import load_checkpoint
+
+    record = load_checkpoint(trained / "best.pt")["thresholds"]
+    assert set(record) == {"global", "per_class", "min_positives", "chosen_on", "val_images"}
+    assert record == json.loads((trained / "thresholds.json").read_text())
+    val = load_prepared(synth_prepared).split_data("val")
+    assert (record["chosen_on"], record["val_images"], record["min_positives"]) == ("val", len(val.images), 5)
+    scores = tmp_path / "val.npz"
+    run_cli("eval", trained, "--split", "val", "--mask-unknown", "--save-scores", scores, "--device", "cpu")
+    saved = np.load(scores)
+    again = choose_thresholds(saved[f"scores_{load_checkpoint(trained / 'best.pt')['weights']}"], val.observed, 5)
+    assert again["global"] == pytest.approx(record["global"], abs=1e-5)
+    assert again["per_class"] == pytest.approx(record["per_class"], abs=1e-5)
+
+
+def test_eval_reports_f1_at_05_and_at_val_thresholds(trained: Path, synth_prepared: Path, tmp_path: Path) -> None:
+    from pumlc_cli.runtime.checkpoint import load_checkpoint
+
+    report_file, scores_file, per_class = tmp_path / "r.json", tmp_path / "s.npz", tmp_path / "pc.csv"
+    done = run_cli(
+        "eval", trained, "--json", report_file, "--save-scores", scores_file, "--per-class-csv", per_class,
+        "--device", "cpu", "--workers", "0",
+    )  # fmt: skip
+    assert "at val thresholds" in done.stdout and "at 0.5" in done.stdout
+    report = json.loads(report_file.read_text())
+    cut = np.array(load_checkpoint(trained / "best.pt")["thresholds"]["per_class"])
+    assert report["val_thresholds"]["per_class"] == pytest.approx(cut.tolist())
+    saved = np.load(scores_file)
+    scores, truth = saved[f"scores_{report['weights']}"], saved["targets"] == 1
+    at_val = report["at_val_thresholds"]
+    assert at_val["rule"].startswith("val thresholds")
+    f1 = f1_score(truth.ravel(), (scores >= cut).ravel(), zero_division=0)
+    assert at_val["OF1"] == pytest.approx(100 * f1, abs=1e-4)
+    assert report["OF1"] == pytest.approx(100 * f1_score(truth.ravel(), (scores >= 0.5).ravel()), abs=1e-4)
+    rows = list(csv.DictReader(per_class.open()))
+    classes = load_prepared(synth_prepared).classes
+    assert [r["class"] for r in rows] == classes
+    for k, row in enumerate(rows):
+        assert int(row["support"]) == truth[:, k].sum()
+        assert float(row["threshold"]) == pytest.approx(cut[k], rel=1e-5)
+        assert float(row["AP"]) == pytest.approx(report["per_class"][classes[k]], abs=1e-3)
+        expect = f1_score(truth[:, k], scores[:, k] >= cut[k], zero_division=0)
+        assert float(row["F1"]) == pytest.approx(100 * expect, abs=1e-3)
+
+
+def test_old_checkpoint_without_thresholds(trained: Path, synth_prepared: Path, tmp_path: Path) -> None:
+    from pumlc_cli.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(trained / "best.pt")
+    del payload["thresholds"]
+    save_checkpoint(tmp_path / "old.pt", payload)
+    report_file = tmp_path / "r.json"
+    done = run_cli("eval", tmp_path / "old.pt", "--json", report_file, "--device", "cpu", "--workers", "0")
+    assert "no val thresholds in this checkpoint" in done.stdout
+    assert json.loads(report_file.read_text())["at_val_thresholds"] is None
+    image = load_prepared(synth_prepared).image_path(load_prepared(synth_prepared).split_data("test").images[0])
+    out = tmp_path / "p.json"
+    run_cli("predict", tmp_path / "old.pt", image, "--json", out, "--device", "cpu")
+    doc = json.loads(out.read_text())
+    assert doc["threshold"] == 0.5 and "no val thresholds in this checkpoint" in doc["rule"]
+
+
+def test_predict_uses_val_thresholds_by_default(trained: Path, synth_prepared: Path, tmp_path: Path) -> None:
+    from pumlc_cli.runtime.checkpoint import load_checkpoint
+
+    prepared = load_prepared(synth_prepared)
+    images = [prepared.image_path(p) for p in prepared.split_data("test").images[:8]]
+    cut = dict(zip(prepared.classes, load_checkpoint(trained / "best.pt")["thresholds"]["per_class"], strict=True))
+    out = tmp_path / "p.json"
+    done = run_cli("predict", trained, *images, "--json", out, "--device", "cpu")
+    doc = json.loads(out.read_text())
+    assert doc["rule"].startswith("val thresholds") and "val thresholds" in done.stdout
+    assert doc["thresholds"] == pytest.approx(cut)
+    for row in doc["predictions"]:
+        assert set(row["labels"]) == {c for c, s in row["scores"].items() if s >= cut[c] - 5e-7}
+    run_cli("predict", trained, *images, "--json", out, "--force", "--threshold", "0.3", "--device", "cpu")
+    doc = json.loads(out.read_text())
+    assert doc["threshold"] == 0.3 and "--threshold" in doc["rule"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("predict", "RUN", "x.jpg", "--threshold", "nan"),
+        ("predict", "RUN", "x.jpg", "--threshold", "1.5"),
+        ("eval", "RUN", "--threshold", "-0.1"),
+        ("eval", "RUN", "--threshold", "nan"),
+        ("eval", "RUN", "--per-class-csv", "RUN/best.pt"),
+        ("train", "DATA", "--out", "NEW", "--threshold-min-positives", "-1"),
+    ],
+)
+def test_threshold_options_hostile(trained: Path, synth_prepared: Path, tmp_path: Path, args: tuple) -> None:
+    names = {"RUN": str(trained), "DATA": str(synth_prepared), "NEW": str(tmp_path / "new")}
+    argv = [names.get(a, a).replace("RUN/", f"{trained}/") for a in args]
+    # parser errors become one line in `pumlc_cli.cli.main`, which only a subprocess runs
+    line = error_line(run_cli(*argv, check=False, subprocess_=args[0] != "train"))
+    assert ("--threshold" in line) or ("--per-class-csv" in line), line
+    assert not (tmp_path / "new").exists()
 
 
 def test_predict_with_no_readable_image_fails(trained: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pumlc_cli.help import examples
 EXAMPLES = examples(
     "pumlc eval runs/pu",
     "pumlc eval runs/pu/last.pt --split val --json - | jq .mAP",
+    "pumlc eval runs/pu --per-class-csv per_class.csv",
 )
 
 
@@ -25,7 +26,10 @@ def eval_command(
     ckpt: Annotated[Path, typer.Argument(help="Run folder (its best.pt) or a checkpoint file (best.pt, last.pt).")],
     data: Annotated[Path | None, typer.Option(help="Prepared folder; default: the one the run trained on.")] = None,
     split: Annotated[Literal["train", "val", "test"], typer.Option(help="Split to score.")] = "test",
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score threshold for CP/CR/CF1/OP/OR/OF1.")] = 0.5,
+    threshold: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Fixed threshold for CP/CR/CF1/OP/OR/OF1 (also shown: at val thresholds)."),
+    ] = 0.5,
     mask_unknown: Annotated[
         bool, typer.Option("--mask-unknown", help="Score against the observed labels, unknowns ignored.")
     ] = False,
@@ -43,6 +47,13 @@ def eval_command(
         Path | None,
         typer.Option("--save-scores", help="Write images, targets, scores (.npz).", rich_help_panel=_OUT),
     ] = None,
+    per_class_csv: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write per-class support, AP, threshold, precision, recall, F1 as CSV ('-': stdout).",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch per process.", rich_help_panel=_RUN)] = 64,
     workers: Annotated[
         int, typer.Option(min=0, help="Data-loading workers (default: cores).", rich_help_panel=_RUN)
@@ -56,7 +67,7 @@ def eval_command(
     nproc: Annotated[int, typer.Option(min=1, help="Shard across CPU processes (gloo).", rich_help_panel=_RUN)] = 1,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Replace existing --json/--plot/--save-scores files.", rich_help_panel=_OUT),
+        typer.Option("--force", help="Replace existing output files.", rich_help_panel=_OUT),
     ] = False,
 ) -> None:
     """Metrics of a run's val-selected weights (best.pt), or of both weight sets of a last.pt, on one split."""

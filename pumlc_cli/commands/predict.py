@@ -21,7 +21,15 @@ def predict(
     ctx: typer.Context,
     ckpt: Annotated[Path, typer.Argument(help="Run folder (its best.pt) or a checkpoint from `pumlc train`.")],
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Label the classes scoring at least this.")] = 0.5,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            show_default="the per-class thresholds chosen on val in training, else 0.5",
+            help="Label the classes scoring at least this.",
+        ),
+    ] = None,
     top_k: Annotated[
         int | None, typer.Option(min=1, help="Label the K highest-scoring classes instead (threshold ignored).")
     ] = None,

@@ -9,6 +9,7 @@ import typer
 
 from pumlc_cli.help import examples
 from pumlc_cli.train.config import (
+    THRESHOLD_MIN_POSITIVES,
     AmpMode,
     DeviceName,
     HeadName,
@@ -189,6 +190,11 @@ def train(
     ),
     val_unknown: ValUnknown = typer.Option(
         "auto", help="Val unknowns: ignored, or negatives when none is known.", rich_help_panel=_METHOD
+    ),
+    threshold_min_positives: int = typer.Option(
+        THRESHOLD_MIN_POSITIVES,
+        help="Val positives a class needs for its own decision threshold (else the global one).",
+        rich_help_panel=_METHOD,
     ),
     tensorboard: bool = typer.Option(
         False, "--tensorboard", help="Also log to RUN/tensorboard.", rich_help_panel=_DEVICES

@@ -172,10 +172,39 @@ def _counts(pred: np.ndarray, pos: np.ndarray, known: np.ndarray) -> tuple[np.nd
     )
 
 
-def threshold_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """CP/CR/CF1/OP/OR/OF1 (percent) predicting positive where score >= threshold."""
+def threshold_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict[str, float]:
+    """CP/CR/CF1/OP/OR/OF1 (percent) predicting positive where score >= threshold (one value, or one per class)."""
     s, t = _validate(scores, targets)
-    return _rates(*_counts(s >= threshold, t == 1, t != 0))
+    return _rates(*_counts(s >= _per_class(threshold, s.shape[1]), t == 1, t != 0))
+
+
+def per_class_rates(scores: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray) -> dict[str, np.ndarray]:
+    """Per class at `score >= threshold`: `support` (positives), `predicted` (known entries predicted), and
+    `precision`, `recall`, `F1` in percent (precision 0 for a class never predicted, as in `_rates`; recall and F1
+    NaN for a class without positives)."""
+    s, t = _validate(scores, targets)
+    tp, npred, ng = _counts(s >= _per_class(threshold, s.shape[1]), t == 1, t != 0)
+    precision = tp / np.maximum(npred, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(ng > 0, tp / ng, np.nan)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {
+        "support": ng,
+        "predicted": npred,
+        "precision": 100.0 * precision,
+        "recall": 100.0 * recall,
+        "F1": np.where(ng > 0, 100.0 * f1, np.nan),
+    }
+
+
+def _per_class(threshold: float | np.ndarray, c: int) -> float | np.ndarray:
+    """A threshold vector must hold one value per class (it broadcasts over the images)."""
+    if np.ndim(threshold) == 0:
+        return float(threshold)
+    vec = np.asarray(threshold, dtype=np.float64)
+    if vec.shape != (c,):
+        raise PumlcError(f"metrics: {vec.shape[0] if vec.ndim == 1 else vec.shape} thresholds for {c} classes")
+    return vec
 
 
 def _top_k_pred(s: np.ndarray, k: int, threshold: float) -> np.ndarray:

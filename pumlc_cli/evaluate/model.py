@@ -18,6 +18,7 @@ from PIL import Image
 from pumlc_cli.data.datasets import MEAN, STD, EvalTransform, open_rgb
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.evaluate.evaluation import model_from_checkpoint, selected_weights
+from pumlc_cli.evaluate.thresholds import val_thresholds
 from pumlc_cli.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 
 # One image: a file, a decoded PIL image, or an H x W x 3 uint8 RGB array.
@@ -45,7 +46,10 @@ class Model:
         self.image_size = int(payload["config"]["image_size"])
         self.config: dict[str, Any] = dict(payload["config"])
         self.epoch: int | None = payload.get("epoch")
-        self.thresholds: dict[str, Any] | None = payload.get("thresholds")
+        # the val thresholds were chosen for the val-selected weights: another weight set has none
+        self.thresholds: dict[str, Any] | None = (
+            val_thresholds(payload, str(checkpoint)) if self.weights == selected_weights(payload) else None
+        )
         self.network = model_from_checkpoint(payload, self.weights, device)
         self._transform = EvalTransform(self.image_size)
 

@@ -26,7 +26,7 @@ class PredictOptions:
 
     ckpt: Path
     paths: list[str]
-    threshold: float
+    threshold: float | None  # None: the val thresholds of the checkpoint, else 0.5
     top_k: int | None
     weights: Literal["best", "regular", "ema"]
     json_file: Path | None
@@ -39,20 +39,35 @@ class PredictOptions:
 @dataclass(frozen=True)
 class LabelRule:
     """Which classes an image is labelled with: its `top_k` highest-scoring classes when given, else every class
-    scoring at least `threshold`. The one place `pumlc predict`'s labelling rule lives."""
+    scoring at least its threshold (`thresholds`, one per class). The one place `pumlc predict`'s labelling rule
+    lives; `text` says where the thresholds came from."""
 
-    threshold: float
+    thresholds: np.ndarray
+    text: str
     top_k: int | None = None
+
+    @classmethod
+    def for_model(cls, thresholds: dict | None, n_classes: int, override: float | None, top_k: int | None) -> LabelRule:
+        """`--threshold` when given, else the val thresholds of the model, else 0.5."""
+        from pumlc_cli.evaluate.thresholds import decision_rule
+
+        cut, text = decision_rule(thresholds, n_classes, override)
+        return cls(cut, text, top_k)
 
     def labels(self, scores: np.ndarray, classes: list[str]) -> list[str]:
         """The labels of one image's score row, best first."""
         ranked = scores.argsort()[::-1]
         if self.top_k:
             return [classes[i] for i in ranked[: self.top_k]]
-        return [classes[i] for i in ranked if scores[i] >= self.threshold]
+        return [classes[i] for i in ranked if scores[i] >= self.thresholds[i]]
+
+    def threshold(self) -> float | None:
+        """The one threshold every class shares, or None (per-class thresholds, or top-k)."""
+        same = not self.top_k and bool((self.thresholds == self.thresholds[0]).all())
+        return float(self.thresholds[0]) if same else None
 
     def describe(self) -> str:
-        return f"top {self.top_k}" if self.top_k else f"threshold {self.threshold}"
+        return f"top {self.top_k}" if self.top_k else self.text
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -88,7 +103,7 @@ def run_predict(opts: PredictOptions) -> None:
         force=opts.force,
     )
     model = load_model(ckpt, opts.device, opts.weights)
-    rule = LabelRule(opts.threshold, opts.top_k)
+    rule = LabelRule.for_model(model.thresholds, len(model.classes), opts.threshold, opts.top_k)
     scored = model.score_files(files, opts.batch_size)
     rows = [
         {
@@ -122,8 +137,11 @@ def _report(
     for _, why in skipped:
         err_console.print(f"[yellow]skipped[/] {why}", highlight=False)
     if json_file:
+        per_class = {} if rule.top_k else {"thresholds": dict(zip(classes, rule.thresholds.tolist(), strict=True))}
         doc = {
-            "threshold": rule.threshold,
+            "rule": rule.describe(),
+            "threshold": rule.threshold(),
+            **per_class,
             "top_k": rule.top_k,
             "predictions": rows,
             "skipped": [{"image": p, "error": e} for p, e in skipped],

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pumlc_cli.atomic import atomic_path
 from pumlc_cli.errors import PumlcError
 
 METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+F1_KEYS = METRIC_KEYS[1:]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class EvalOptions:
     json_file: Path | None
     plot: Path | None
     scores_file: Path | None
+    per_class_csv: Path | None
     batch_size: int
     workers: int
     decode: str
@@ -59,7 +63,12 @@ def run_eval(opts: EvalOptions) -> int:
     if not (data / "manifest.json").is_file():
         raise PumlcError(f"{data}: not a prepared folder (no manifest.json); pass --data")
     check_report_files(  # before the evaluation, so a bad path never costs its results
-        {"--json": opts.json_file, "--plot": opts.plot, "--save-scores": opts.scores_file},
+        {
+            "--json": opts.json_file,
+            "--plot": opts.plot,
+            "--save-scores": opts.scores_file,
+            "--per-class-csv": opts.per_class_csv,
+        },
         inputs=[ckpt, *prepared_inputs(data)],
         force=opts.force or "LOCAL_RANK" in os.environ,  # torchrun children follow the parent's check
     )
@@ -81,6 +90,7 @@ def _evaluate_and_report(opts: EvalOptions, ckpt: Path, payload: dict[str, Any],
 
     from pumlc_cli.data.prepared import load_prepared
     from pumlc_cli.evaluate.evaluation import evaluate, selected_weights
+    from pumlc_cli.evaluate.thresholds import val_thresholds
     from pumlc_cli.runtime import dist
     from pumlc_cli.textout import is_stdout, write_text
 
@@ -107,15 +117,17 @@ def _evaluate_and_report(opts: EvalOptions, ckpt: Path, payload: dict[str, Any],
         return
     classes = list(payload["classes"])
     headline = selected_weights(payload) if opts.weights == "best" else opts.weights
+    # the val thresholds belong to the val-selected weights; another weight set is only reported at --threshold
+    chosen = val_thresholds(payload, str(ckpt)) if headline == selected_weights(payload) else None
     report = build_report(
-        result, classes, headline, opts.threshold, str(ckpt), str(data), opts.split, opts.mask_unknown
+        result, classes, headline, opts.threshold, str(ckpt), str(data), opts.split, opts.mask_unknown, chosen
     )
-    render(report, opts.voc11, stderr=is_stdout(opts.json_file))
+    render(report, opts.voc11, stderr=is_stdout(opts.json_file) or is_stdout(opts.per_class_csv))
     if opts.json_file:
         write_text(opts.json_file, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    if opts.per_class_csv:
+        write_text(opts.per_class_csv, per_class_csv(result, classes, headline, opts.threshold, chosen))
     if opts.scores_file:
-        import numpy as np
-
         with atomic_path(opts.scores_file) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
             np.savez_compressed(
                 fh,
@@ -139,8 +151,12 @@ def build_report(
     data: str,
     split: str,
     mask_unknown: bool,
+    thresholds: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document: headline metrics at top level, both weight sets under `all_weights`."""
+    """The JSON document: headline metrics at top level, both weight sets under `all_weights`, and the headline's
+    F1 figures at the val-chosen thresholds under `at_val_thresholds` (null without them)."""
+    from pumlc_cli.evaluate.metrics import threshold_metrics
+    from pumlc_cli.evaluate.thresholds import describe
 
     def block(m: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {k: _clean(m[k]) for k in METRIC_KEYS}
@@ -162,8 +178,38 @@ def build_report(
         "checkpoint": ckpt,
         "data": data,
         "all_weights": blocks,
+        "at_val_thresholds": None,
+        "val_thresholds": thresholds,
     }
+    if thresholds is not None:
+        rates = threshold_metrics(result.scores[headline], result.targets, np.asarray(thresholds["per_class"]))
+        report["at_val_thresholds"] = {**{k: _clean(rates[k]) for k in F1_KEYS}, "rule": describe(thresholds)}
     return report
+
+
+def per_class_csv(
+    result: Any, classes: list[str], headline: str, threshold: float, thresholds: dict[str, Any] | None
+) -> str:
+    """One row per class: positives, AP, and precision/recall/F1 (percent) at the val threshold (else the fixed
+    one), with the threshold used."""
+    import csv
+    import io
+
+    from pumlc_cli.evaluate.metrics import per_class_rates
+
+    scores = result.scores[headline]
+    cut = np.asarray(thresholds["per_class"]) if thresholds is not None else np.full(len(classes), threshold)
+    rates = per_class_rates(scores, result.targets, cut)
+    ap = result.metrics[headline]["per_class_ap"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["class", "support", "AP", "threshold", "precision", "recall", "F1", "predicted"])
+    for i, name in enumerate(classes):
+        cells = (ap[i], cut[i], rates["precision"][i], rates["recall"][i], rates["F1"][i])
+        writer.writerow(
+            [name, int(rates["support"][i]), *("" if np.isnan(v) else f"{v:.6g}" for v in cells), rates["predicted"][i]]
+        )
+    return buf.getvalue()
 
 
 def render(report: dict[str, Any], voc11: bool, stderr: bool = False) -> None:
@@ -190,6 +236,7 @@ def render(report: dict[str, Any], voc11: bool, stderr: bool = False) -> None:
     console.print("* selected on the val split during training")
     if len(blocks) == 1:
         console.print("best.pt keeps only these weights; for regular vs EMA: pumlc eval RUN/last.pt")
+    _render_thresholds(console, report)
     per_class = Table(title=f"AP per class ({report['weights']})", box=box.SIMPLE_HEAD)
     per_class.add_column("class", overflow="fold")
     per_class.add_column("AP", justify="right", no_wrap=True)
@@ -201,6 +248,27 @@ def render(report: dict[str, Any], voc11: bool, stderr: bool = False) -> None:
         console.print(
             "classes without positives (excluded from mAP): " + ", ".join(report["classes_without_positives"])
         )
+
+
+def _render_thresholds(console: Any, report: dict[str, Any]) -> None:
+    """F1 figures at the fixed threshold beside those at the val-chosen thresholds (headline weights)."""
+    from rich import box
+    from rich.table import Table
+
+    from pumlc_cli.evaluate.thresholds import NO_VAL_THRESHOLDS
+
+    at_val = report["at_val_thresholds"]
+    if at_val is None:
+        console.print(f"{NO_VAL_THRESHOLDS}; F1 above is at threshold {report['threshold']:g} only")
+        return
+    table = Table(title=f"F1 figures ({report['weights']} weights)", box=box.SIMPLE_HEAD)
+    table.add_column("metric")
+    table.add_column(f"at {report['threshold']:g}", justify="right")
+    table.add_column("at val thresholds", justify="right")
+    for key in F1_KEYS:
+        table.add_row(key, _fmt(report[key]), _fmt(at_val[key]))
+    console.print(table)
+    console.print(at_val["rule"])
 
 
 def _clean(value: Any) -> float | None:

@@ -30,6 +30,7 @@ OptimizerName = Literal["adam", "adamw"]
 AmpMode = Literal["auto", "none", "bf16", "fp16"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 ValUnknown = Literal["auto", "ignore", "negative"]
+THRESHOLD_MIN_POSITIVES = 5  # val positives a class needs for its own decision threshold
 
 
 def _number(value: Any) -> Any:
@@ -107,6 +108,7 @@ class TrainConfig(BaseModel):
     mixup_beta: Float = Field(0.3, gt=0)
     loss_options: dict[str, Any] = Field(default_factory=dict)
     val_unknown: ValUnknown = "auto"
+    threshold_min_positives: Int = Field(THRESHOLD_MIN_POSITIVES, ge=0)
     tensorboard: Bool = False
     max_steps: Int = Field(0, ge=0)
 

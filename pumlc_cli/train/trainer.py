@@ -31,6 +31,7 @@ from pumlc_cli.data.datasets import (
 from pumlc_cli.errors import PumlcError, first_line
 from pumlc_cli.evaluate.inference import autocast_context, eval_dataset, predict_probs, shard_loader
 from pumlc_cli.evaluate.metrics import multilabel_metrics
+from pumlc_cli.evaluate.thresholds import choose_thresholds, write_thresholds_file
 from pumlc_cli.runtime import dist
 from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint, require_keys, save_checkpoint
 from pumlc_cli.runtime.interrupt import ignore_stop_signals
@@ -219,6 +220,8 @@ class Trainer:
         self.global_step = 0
         self.epoch_loss_sum: float | torch.Tensor = 0.0  # sum of the current epoch's step losses
         self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1, "weights": None}
+        self.val_probs: dict[str, np.ndarray] = {}  # the last validation's scores, per weight set
+        self.thresholds: dict[str, Any] | None = None  # chosen on val for the best weights (best.pt only)
         self.history: list[dict[str, Any]] = []
         self.stop_signal: int | None = None
         self.writer = self._tensorboard() if info.is_main else None
@@ -249,7 +252,8 @@ class Trainer:
         weights = self.best["weights"] or "ema"
         keep = ("epoch", "global_step", "config", "classes", "manifest_hash", "best", "torch_version")
         model = state["ema"]["module"] if weights == "ema" else state["model"]
-        return {**{k: state[k] for k in keep}, "weights": weights, "model": model}
+        chosen = {"thresholds": self.thresholds} if self.thresholds is not None else {}
+        return {**{k: state[k] for k in keep}, "weights": weights, "model": model, **chosen}
 
     def restore(self, path: Path) -> None:
         payload = load_checkpoint(path)
@@ -346,6 +350,7 @@ class Trainer:
         out = {}
         for name, net in (("regular", self.model), ("ema", self.ema.module)):
             probs = predict_probs(net, self.val_loader, self.info, self.amp, self.cfg.channels_last, len(self.classes))
+            self.val_probs[name] = probs
             out[name] = float(multilabel_metrics(probs, self.val_targets)["mAP"])
         return out
 
@@ -440,8 +445,13 @@ class Trainer:
         if self.info.is_main:
             state = self.state()
             save_checkpoint(self.run_dir / "last.pt", state)
+            if improved:  # thresholds for the new best weights, on the labels val mAP scores
+                probs = self.val_probs[self.best["weights"]]
+                self.thresholds = choose_thresholds(probs, self.val_targets, self.cfg.threshold_min_positives)
             if improved or not scores:
                 save_checkpoint(self.run_dir / "best.pt", self.best_state(state))
+                if self.thresholds is not None:
+                    write_thresholds_file(self.run_dir, self.thresholds)
             self._write_history()
             if self.writer is not None:
                 for key, value in record.items():
