@@ -72,8 +72,11 @@ def test_api_refuses_what_it_cannot_score(trained: Path, tmp_path: Path) -> None
 def test_thresholds_come_from_the_checkpoint(trained: Path, tmp_path: Path) -> None:
     from pumlc_cli.runtime.checkpoint import load_checkpoint, save_checkpoint
 
-    assert pumlc_cli.load_model(trained).thresholds is None  # this run recorded none
     payload = load_checkpoint(trained / "best.pt")
+    assert pumlc_cli.load_model(trained).thresholds == payload["thresholds"]  # training records them
+    del payload["thresholds"]  # a checkpoint from before they were recorded
+    save_checkpoint(tmp_path / "old.pt", {k: v for k, v in payload.items() if k != "format"})
+    assert pumlc_cli.load_model(tmp_path / "old.pt").thresholds is None
     n = len(payload["classes"])
     chosen = {"global": 0.4, "per_class": [0.1 * (i % 9) for i in range(n)], "min_positives": 3}
     payload.update(thresholds={**chosen, "chosen_on": "val", "val_images": 24})
