@@ -76,7 +76,8 @@ def test_onnx_round_trip_matches_predict_at_any_batch_size(
     assert predicted.std() > 0
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     _check_metadata(json.loads(props["pumlc"]), trained)
-    assert json.loads(props["pumlc"])["thresholds"] is None  # the checkpoint recorded none
+    recorded = pumlc_cli.load_model(trained).thresholds  # chosen on val in training
+    assert recorded is not None and json.loads(props["pumlc"])["thresholds"] == recorded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # one file: no external data, no temp
 
 
