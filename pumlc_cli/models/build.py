@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.models.hub import download_error, offline_reason
 from pumlc_cli.models.local_global import GlobalBranch, convert_local_global
 from pumlc_cli.models.semantic_head import SemanticHead
 from pumlc_cli.models.weights import load_backbone_file
@@ -190,24 +191,36 @@ def model_suggestions(name: str, known: list[str]) -> list[str]:
     return list(dict.fromkeys([alias, *close] if alias else close))[:4]
 
 
-def _create_backbone(name: str, pretrained: bool) -> nn.Module:
+def check_model_name(name: str) -> None:
+    """A name timm knows, checked from its registry without building anything (so `--dry-run` catches typos)."""
     import timm
 
     if not timm.is_model(name):
         close = model_suggestions(name, timm.list_models())
         hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists the names)"
         raise PumlcError(f"unknown model {name!r}{hint}")
+
+
+def _create_backbone(name: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    check_model_name(name)
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
     except Exception as err:
         if not pretrained:
             raise
-        raise PumlcError(f"cannot download {name} weights: pass --pretrained-path FILE or --no-pretrained") from err
+        raise download_error(name, None) from err
 
 
 def fetch_pretrained(name: str) -> None:
     """Download (or find in timm's cache) the hub weights of `name` now, so a run without network fails before
-    it writes anything; the trainer's own build then reads the cached file."""
+    it writes anything; the trainer's own build then reads the cached file. Offline (HF_HUB_OFFLINE, or the
+    host does not answer) it fails at once instead of after the hub client's retries."""
+    check_model_name(name)
+    reason = offline_reason(name)
+    if reason is not None:
+        raise download_error(name, reason)
     _create_backbone(name, pretrained=True)
 
 

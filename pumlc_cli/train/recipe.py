@@ -39,8 +39,7 @@ _COMMON: dict[str, Any] = {
     "head": "semantic",
     "train_policy": "last",
     "freeze_bn": True,
-    "image_size": 448,
-    "scale_size": 512,
+    "image_size": 448,  # --scale-size follows it (512/448 × size, TrainConfig): 512 at 448, 73 at 64
     "optimizer": "adam",
     "weight_decay": 1e-4,
     "pct_start": 0.2,
@@ -64,6 +63,10 @@ FROM_SCRATCH: dict[str, Any] = {
     "lr": 3e-3,
     "ema_warmup": True,
 }
+# From random weights on fewer training images than this, the recipe also picks what learns quickly there.
+SMALL_TRAIN = 2000
+# A share of training images left out of every epoch (drop-last of the incomplete batch) worth a warning.
+DROPPED_WARN = 0.10
 
 
 def dataset_kind(manifest: dict[str, Any]) -> str:
@@ -112,10 +115,13 @@ def resolve(
     if not with_weights:
         base.update(FROM_SCRATCH)
     notes: list[str] = []
+    n_train = int((manifest.get("counts") or {}).get("train", 0))
+    if not with_weights and 0 < n_train < SMALL_TRAIN:
+        notes += _small_from_scratch(base, user, n_train)
     vectors = shipped_vectors(classes)
-    if vectors is not None:
+    if vectors is not None and base["head"] == "semantic":
         base["class_embeddings"] = str(vectors)
-    elif user.get("class_embeddings") is None and "head" not in user:
+    elif user.get("class_embeddings") is None and "head" not in user and base["head"] == "semantic":
         base["head"] = "linear"
         notes.append(
             f"no class vectors for these {len(classes)} classes: linear head "
@@ -135,8 +141,32 @@ def resolve(
         _check_vectors(Path(cfg.class_embeddings), len(classes))
     if not with_weights and cfg.train_policy != "all":
         notes.append(f"warning: --train {cfg.train_policy} without pretrained weights keeps random layers frozen")
+    dropped = n_train % cfg.batch_size
+    if cfg.batch_size <= n_train and dropped > DROPPED_WARN * n_train:
+        notes.append(
+            f"warning: batch {cfg.batch_size} leaves {dropped} of the {n_train} training images "
+            f"({100 * dropped / n_train:.0f}%) out of every epoch (the incomplete last batch is dropped); "
+            "a --batch-size that divides the training set more evenly uses them"
+        )
     pu = _pu_weights(cfg, kind, manifest, sources) if cfg.loss == "pu" else None
     return Resolved(cfg, notes, pu)
+
+
+def _small_from_scratch(base: dict[str, Any], user: dict[str, Any], n_train: int) -> list[str]:
+    """Few images, random weights: the linear head (a semantic-head step costs ~10x a linear one on a small
+    backbone at small sizes, and its class graph has nothing to refine yet) and a batch of at most a quarter of
+    the training set (at least four steps an epoch, instead of one step that drops the rest)."""
+    chosen = []
+    if "head" not in user and user.get("class_embeddings") is None and base["head"] != "linear":
+        base["head"] = "linear"
+        chosen.append("linear head")
+    batch = max(1, n_train // 4)
+    if "batch_size" not in user and base["batch_size"] > batch:
+        base["batch_size"] = batch
+        chosen.append(f"batch {batch} (a quarter of the training set)")
+    if not chosen:
+        return []
+    return [f"{n_train} training images from random weights: {' and '.join(chosen)} (--head, --batch-size override)"]
 
 
 def _check_vectors(path: Path, num_classes: int) -> None:

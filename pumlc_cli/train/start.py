@@ -179,11 +179,13 @@ def parse_loss_options(items: list[str]) -> dict[str, Any]:
 
 
 def check_runnable(cfg: Any) -> None:
-    """What the config's validators cannot see: the loss options and the devices of this machine."""
+    """What the config's validators cannot see: the loss options, the model name and this machine's devices."""
     from pumlc_cli.losses import build_loss
+    from pumlc_cli.models import check_model_name
     from pumlc_cli.runtime.dist import check_gpus
 
     build_loss(cfg.loss, 2, **cfg.loss_options)  # bad loss options fail here, before the run folder is made
+    check_model_name(cfg.model)  # a typo fails here (and in --dry-run), not after the data is loaded
     if cfg.resolved_device() == "cuda":
         import torch
 
