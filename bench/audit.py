@@ -29,7 +29,7 @@ from rich.table import Table
 
 from pumlc_cli import load_prepared
 from pumlc_cli.audit.folds import ScoreOptions, plan_folds, score_folds, train_folds
-from pumlc_cli.audit.scores import audit_scores, default_ks, ranking_quality
+from pumlc_cli.audit.scores import audit_scores, default_ks, ranking_quality, reliability
 from pumlc_cli.benchmarks.runner import pumlc
 from pumlc_cli.commands.train import parse_train_args
 
@@ -86,78 +86,123 @@ def rate_mae(est_missing: np.ndarray, truth: np.ndarray, observed: np.ndarray) -
     return float(np.mean(np.abs(est_rate - true_rate)[keep]))
 
 
+def setting_rows(args, hide: float, seed: int) -> tuple[list[dict], dict]:
+    """Every ranking's figures on one setting (hidden share, seed); the folds are trained once and kept."""
+    synth = args.out / "synth"
+    prepared_dir = args.out / f"prepared-hide{hide:g}-seed{seed}"
+    if not (synth / "annotations" / "instances_val2014.json").is_file():
+        pumlc("synth", str(synth), "--images", str(args.images), "--image-size", str(args.image_size), "--force")
+    if not (prepared_dir / "manifest.json").is_file():
+        pumlc("prepare", "coco", "--root", str(synth), "--out", str(prepared_dir), "--drop-positives",
+              str(hide), "--strip-negatives", "--seed", str(seed))  # fmt: skip
+    prepared = load_prepared(prepared_dir)
+    train = prepared.split_data("train")
+    truth, observed = train.truth, train.observed
+    hidden = int(((truth == 1) & (observed != 1)).sum())
+    cand = observed != 1
+    right = truth[cand] == 1
+    size = args.image_size
+    train_args = (
+        f"--model test_resnet --no-pretrained --epochs {args.epochs} --batch-size 32 --lr 3e-3 --image-size {size} "
+        f"--scale-size {size + size // 8} --train all --workers 0 --device cpu --seed {seed}"
+    )
+    rows: list[dict] = []
+    for method in METHODS:
+        folds_root = args.out / f"folds-hide{hide:g}-seed{seed}"
+        probs = out_of_fold(prepared, folds_root, method, args.folds, train_args, seed)
+        np.save(args.out / f"oof-{method}-hide{hide:g}-seed{seed}.npy", probs)  # to re-rank without training
+        # the share of positives the corruption left observed: what --label-frequency would be told
+        known = float((observed == 1).sum() / (truth == 1).sum())
+        for label, freq in (("pumlc audit", None), ("pumlc audit, c given", known)):
+            result = audit_scores(probs, observed, freq)
+            r, c = result.ranking("missing")
+            est = np.array([e.est_missing if np.isfinite(e.est_missing) else 0.0 for e in result.classes])
+            rows.append(
+                {
+                    "ranking": label,
+                    "probabilities": method,
+                    **score_ranking(r, c, truth, observed, hidden),
+                    "reliability": reliability(result.suspicion[cand], right),
+                    "rate_mae": rate_mae(est, truth, observed),
+                }
+            )
+        for name, (r, c, flagged) in cleanlab_rankings(probs, observed).items():
+            row = {"ranking": name, "probabilities": method, **score_ranking(r, c, truth, observed, hidden)}
+            # cleanlab's score of an unlabelled entry is its self-confidence 1 − p: its probability of a missing
+            # positive is the model's p
+            row["reliability"] = reliability(probs[cand], right)
+            row["rate_mae"] = rate_mae(flagged.astype(float), truth, observed) if flagged is not None else None
+            rows.append(row)
+    info = {"hidden": hidden, "positives": int((truth == 1).sum()), "images": len(train), "ks": default_ks(hidden)}
+    return rows, info
+
+
+def print_setting(console: Console, hide: float, seed: int, rows: list[dict], info: dict, folds: int) -> None:
+    ks = info["ks"]
+    table = Table(
+        title=f"--hide {hide:g} --seed {seed}: {info['hidden']} of {info['positives']} positives hidden in the train "
+        f"split ({info['images']} images, {folds}-fold out-of-fold probabilities)",
+        header_style="bold",
+    )
+    cols = ("ranking", "probs", *(f"P@{k}" for k in ks), "R@1000", "AP", "ECE", "n≥.8", "P≥.8", "n≥.9", "P≥.9")
+    for col in (*cols, "rate MAE"):
+        table.add_column(col, justify="left" if col in {"ranking", "probs"} else "right")
+    for row in rows:
+        at, rel = row["at"], row["reliability"]
+        above = [rel["above"][cut] for cut in ("0.8", "0.9")]
+        table.add_row(
+            row["ranking"],
+            row["probabilities"],
+            *(_pct(at[str(k)]["precision"]) for k in ks),
+            _pct(at["1000"]["recall"]),
+            _pct(row["ap"]),
+            _pct(rel["ece"]),
+            str(above[0]["n"]),
+            _pct(above[0]["precision"]),
+            str(above[1]["n"]),
+            _pct(above[1]["precision"]),
+            _pct(row["rate_mae"]),
+        )
+    console.print(table)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_out/audit"))
     parser.add_argument("--images", type=int, default=600, help="synth images (train + test)")
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--hide", type=float, default=0.4, help="share of positives hidden (--drop-positives)")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        metavar="HIDE:SEED",
+        help="share of positives hidden (--drop-positives) and the seed of the hiding, folds and training; "
+        "repeatable (default: 0.4:0 and 0.5:3, settings the method was not chosen on)",
+    )
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the hiding, the folds and the training")
     args = parser.parse_args()
     import torch
 
     # Tiny models: one thread is as fast, and two threads per process stall badly on a busy shared machine.
     torch.set_num_threads(1)
     start = time.perf_counter()
-    synth, prepared_dir = args.out / "synth", args.out / f"prepared-hide{args.hide:g}-seed{args.seed}"
-    if not (synth / "annotations" / "instances_val2014.json").is_file():
-        pumlc("synth", str(synth), "--images", str(args.images), "--image-size", str(args.image_size), "--force")
-    if not (prepared_dir / "manifest.json").is_file():
-        pumlc("prepare", "coco", "--root", str(synth), "--out", str(prepared_dir), "--drop-positives",
-              str(args.hide), "--strip-negatives", "--seed", str(args.seed))  # fmt: skip
-    prepared = load_prepared(prepared_dir)
-    train = prepared.split_data("train")
-    truth, observed = train.truth, train.observed
-    hidden = int(((truth == 1) & (observed != 1)).sum())
-    size = args.image_size
-    train_args = (
-        f"--model test_resnet --no-pretrained --epochs {args.epochs} --batch-size 32 --lr 3e-3 --image-size {size} "
-        f"--scale-size {size + size // 8} --train all --workers 0 --device cpu --seed {args.seed}"
-    )
-    rows: list[dict] = []
-    for method in METHODS:
-        probs = out_of_fold(prepared, args.out / f"folds-seed{args.seed}", method, args.folds, train_args, args.seed)
-        np.save(args.out / f"oof-{method}-hide{args.hide:g}-seed{args.seed}.npy", probs)  # to re-rank without training
-        result = audit_scores(probs, observed)
-        r, c = result.ranking("missing")
-        est = np.array([e.est_missing if np.isfinite(e.est_missing) else 0.0 for e in result.classes])
-        rows.append(
-            {
-                "ranking": "pumlc audit",
-                "probabilities": method,
-                **score_ranking(r, c, truth, observed, hidden),
-                "rate_mae": rate_mae(est, truth, observed),
-            }
-        )
-        for name, (r, c, flagged) in cleanlab_rankings(probs, observed).items():
-            row = {"ranking": name, "probabilities": method, **score_ranking(r, c, truth, observed, hidden)}
-            row["rate_mae"] = rate_mae(flagged.astype(float), truth, observed) if flagged is not None else None
-            rows.append(row)
-    ks = default_ks(hidden)
-    table = Table(
-        title=f"hidden positives in the train split: {hidden} of {int((truth == 1).sum())} "
-        f"({len(train)} images, {args.folds}-fold out-of-fold probabilities)",
-        header_style="bold",
-    )
-    for col in ("ranking", "probs", *(f"P@{k}" for k in ks), *(f"R@{k}" for k in ks), "AP", "rate MAE"):
-        table.add_column(col, justify="left" if col in {"ranking", "probs"} else "right")
-    for row in rows:
-        at = row["at"]
-        mae = "-" if row["rate_mae"] is None else f"{100 * row['rate_mae']:.1f}"
-        table.add_row(
-            row["ranking"],
-            row["probabilities"],
-            *(f"{100 * at[str(k)]['precision']:.1f}" for k in ks),
-            *(f"{100 * at[str(k)]['recall']:.1f}" for k in ks),
-            f"{100 * row['ap']:.1f}",
-            mae,
-        )
     console = Console(width=160)
-    console.print(table)
-    console.print(f"total {time.perf_counter() - start:.0f} s; numbers in %; written to {args.out / 'audit.json'}")
-    record = {"args": {**vars(args), "out": str(args.out)}, "rows": rows}
+    record: dict = {"args": {**vars(args), "out": str(args.out)}, "settings": []}
+    for setting in args.setting or ["0.4:0", "0.5:3"]:
+        hide, seed = float(setting.split(":")[0]), int(setting.split(":")[1])
+        rows, info = setting_rows(args, hide, seed)
+        print_setting(console, hide, seed, rows, info, args.folds)
+        record["settings"].append({"hide": hide, "seed": seed, **info, "rows": rows})
+    console.print(
+        "numbers in %; ECE: expected calibration error of the scores of the entries not observed positive (10 "
+        "bins); n≥.8, P≥.8: suggestions scored ≥ 0.8 and the share of them that are hidden positives; rate MAE: "
+        "per-class missing-rate error"
+    )
+    console.print(f"total {time.perf_counter() - start:.0f} s; written to {args.out / 'audit.json'}")
     (args.out / "audit.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -45,8 +45,9 @@ def test_audit_report_lists_candidates_in_rank_order(audited, synth_prepared: Pa
     col = {c: j for j, c in enumerate(prepared.classes)}
     for kind in ("missing", "wrong"):
         mine = [r for r in rows if r["kind"] == kind]
-        ranks = [int(r["rank"]) for r in mine]
-        assert ranks == sorted(ranks)
+        assert [int(r["rank"]) for r in mine] == list(range(1, len(mine) + 1))  # contiguous after the floor
+        scores = [float(r["score"]) for r in mine]
+        assert scores == sorted(scores, reverse=True) and all(0 < x < 1 for x in scores)
         for r in mine:
             obs = train.observed[where[r["image"]], col[r["class"]]]
             assert int(r["observed"]) == obs and (obs == 1) == (kind == "wrong")
@@ -62,7 +63,9 @@ def test_audit_report_lists_candidates_in_rank_order(audited, synth_prepared: Pa
 def test_relabel_round_trip(audited, synth_prepared: Path, tmp_path: Path) -> None:
     out, report = audited
     new = tmp_path / "relabelled"
-    run_cli("relabel", synth_prepared, "--from", out / "a.csv", "--out", new, "--accept-top", "25")
+    done = run_cli(
+        "relabel", synth_prepared, "--from", out / "a.csv", "--out", new, "--accept-top", "25", "--min-precision", "0"
+    )
     old, fresh = load_prepared(synth_prepared), load_prepared(new)
     accepted = [s for s in report["suggestions"] if s["kind"] == "missing"][:25]
     before, after = old.split_data("train"), fresh.split_data("train")
@@ -77,6 +80,9 @@ def test_relabel_round_trip(audited, synth_prepared: Path, tmp_path: Path) -> No
         np.testing.assert_array_equal(old.split_data(split).observed, fresh.split_data(split).observed)
     step = fresh.manifest["corruptions"][-1]
     assert step["step"] == "relabel" and step["accepted"] == 25
+    expected = sum(s["score"] for s in accepted)
+    assert step["expected_precision"] == pytest.approx(expected / 25, abs=1e-4)
+    assert f"expected right {expected:.1f} of 25" in done.stdout and "25 positive(s) added, 0 removed" in done.stdout
     assert step["audit_sha256"] == hashlib.sha256((out / "a.csv").read_bytes()).hexdigest()
     assert sum(c["added_positives"] for c in step["per_class"].values()) == 25
     stats = json.loads(run_cli("stats", new, "--json", "-").stdout)
@@ -161,3 +167,63 @@ def test_audit_sharded_over_two_processes_matches(trained: Path, audited, tmp_pa
     common = set(one) & set(both)  # a score on the --floor may land either side of it by rounding
     assert len(common) >= 0.99 * max(len(one), len(both)) > 0
     assert max(abs(one[k] - both[k]) for k in common) < 1e-4  # every image scored once, by the same weights
+
+
+def _missing_rows(prepared_dir: Path, score: float, limit: int | None = None) -> list[dict]:
+    """Audit-CSV rows calling every train entry not observed positive a missing positive with `score`."""
+    prepared = load_prepared(prepared_dir)
+    train = prepared.split_data("train")
+    rows, cols = np.nonzero(train.observed != 1)
+    out = []
+    for rank, (i, j) in enumerate(zip(rows[:limit], cols[:limit], strict=True), start=1):
+        out.append(
+            {"kind": "missing", "rank": rank, "image": train.images[i], "split": "train",
+             "class": prepared.classes[j], "score": score, "prob": 0.5, "observed": int(train.observed[i, j])}
+        )  # fmt: skip
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_relabel_refuses_changes_past_the_bounds_unless_forced(synth_prepared: Path, tmp_path: Path) -> None:
+    observed = int(sum((load_prepared(synth_prepared).split_data(s).observed == 1).sum() for s in ("train", "val")))
+    flood = _write_csv(tmp_path / "flood.csv", _missing_rows(synth_prepared, 0.95))  # every unlabelled entry
+    new = tmp_path / "new"
+    line = _one_line(
+        run_cli("relabel", synth_prepared, "--from", flood, "--out", new, "--min-score", "0.8", check=False)
+    )
+    assert f"to a dataset observing {observed}" in line and "--force" in line and not new.exists()
+    # scores of 0.6: fine for the default floor of 0.5, not for --min-precision 0.7
+    few = _write_csv(tmp_path / "few.csv", _missing_rows(synth_prepared, 0.6, limit=10))
+    args = ("relabel", synth_prepared, "--from", few, "--out", new, "--min-score", "0.5")
+    line = _one_line(run_cli(*args, "--min-precision", "0.7", check=False))
+    assert "expected precision 60.0% is below --min-precision 70%" in line and not new.exists()
+    run_cli(*args, "--min-precision", "0.7", "--force")
+    step = load_prepared(new).manifest["corruptions"][-1]
+    assert step["expected_precision"] == pytest.approx(0.6) and "below --min-precision" in step["forced_past"]
+    run_cli(*args, "--out", tmp_path / "plain")  # the default floor 0.5 accepts them
+    assert load_prepared(tmp_path / "plain").manifest["corruptions"][-1]["forced_past"] is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("relabel", "{data}", "--from", "{csv}", "--out", "{out}", "--min-score", "1.5"),
+        ("relabel", "{data}", "--from", "{csv}", "--out", "{out}", "--min-score", "0.8", "--min-precision", "-0.1"),
+        ("relabel", "{data}", "--from", "{csv}", "--out", "{out}", "--min-score", "0.8", "--min-precision", "x"),
+        ("audit", "{run}", "--label-frequency", "0", "--device", "cpu"),
+        ("audit", "{run}", "--label-frequency", "1.2", "--device", "cpu"),
+    ],
+)
+def test_new_options_out_of_range_give_one_line(args, audited, trained, synth_prepared, tmp_path: Path) -> None:
+    out, _ = audited
+    fill = {"data": synth_prepared, "csv": out / "a.csv", "out": tmp_path / "new", "run": trained}
+    line = _one_line(run_cli(*(a.format(**{k: str(v) for k, v in fill.items()}) for a in args), check=False))
+    assert "--min-score" in line or "--min-precision" in line or "--label-frequency" in line
+    assert not (tmp_path / "new").exists()

@@ -44,6 +44,56 @@ class Selection:
     classes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Change:
+    """What accepting the suggestions would do, shown (and checked) before anything is written."""
+
+    accepted: list[Suggestion]
+    added: int  # observed positives gained (accepted missing positives)
+    removed: int  # observed positives made unknown (accepted wrong positives)
+    observed_positives: int  # before, over the train and val images
+    images: int  # train and val images
+
+    @property
+    def expected_correct(self) -> float:
+        """Each score estimates the probability that its change is right; their sum, the right changes expected."""
+        return float(sum(s.score for s in self.accepted))
+
+    @property
+    def expected_precision(self) -> float | None:
+        return self.expected_correct / len(self.accepted) if self.accepted else None
+
+    def per_image(self) -> tuple[float, float]:
+        """Observed positives per train/val image, before and after."""
+        n = max(self.images, 1)
+        return self.observed_positives / n, (self.observed_positives + self.added - self.removed) / n
+
+    def summary(self) -> str:
+        before, after = self.per_image()
+        precision = self.expected_precision
+        said = "-" if precision is None else f"{100 * precision:.1f}%"
+        return (
+            f"relabel: {self.added} positive(s) added, {self.removed} removed (made unknown); expected right "
+            f"{self.expected_correct:.1f} of {len(self.accepted)} (expected precision {said}); observed positives "
+            f"per image {before:.2f} → {after:.2f}"
+        )
+
+    def refusal(self, min_precision: float) -> str | None:
+        """Why writing would probably damage the labels, or None. Either bound is a sign the scores overstate."""
+        precision = self.expected_precision
+        if self.added > self.observed_positives:
+            return (
+                f"relabel would add {self.added} positives to a dataset observing {self.observed_positives}: more "
+                "than doubling its labels; accept fewer (--min-score, --accept-top) or pass --force"
+            )
+        if precision is not None and precision < min_precision:
+            return (
+                f"the accepted changes' expected precision {100 * precision:.1f}% is below --min-precision "
+                f"{100 * min_precision:g}%; raise --min-score or pass --force"
+            )
+        return None
+
+
 def read_suggestions(path: Path, prepared) -> list[Suggestion]:
     """Rows of an audit CSV, checked against the prepared folder; a mismatch names the line and stops."""
     path = Path(path)
@@ -105,17 +155,43 @@ def select(suggestions: list[Suggestion], sel: Selection, classes: list[str]) ->
     return accepted
 
 
-def relabel(prepared, audit_csv: Path, out: Path, sel: Selection, force: bool = False) -> dict:
-    """Write the relabelled folder (atomically, beside `out`) and return its manifest."""
+def plan_change(prepared, audit_csv: Path, sel: Selection) -> Change:
+    """The accepted suggestions and what they would change; nothing is written."""
+    if sel.accept_top is None and sel.min_score is None:
+        raise PumlcError("pass --accept-top K or --min-score S (which suggestions to accept)")
+    accepted = select(read_suggestions(audit_csv, prepared), sel, list(prepared.classes))
+    parts = [prepared.split_data(name) for name in ("train", "val")]
+    return Change(
+        accepted,
+        added=sum(s.kind == "missing" for s in accepted),
+        removed=sum(s.kind == "wrong" for s in accepted),
+        observed_positives=int(sum((part.observed == 1).sum() for part in parts)),
+        images=sum(len(part) for part in parts),
+    )
+
+
+def relabel(
+    prepared,
+    audit_csv: Path,
+    out: Path,
+    sel: Selection,
+    change: Change,
+    force: bool = False,
+    min_precision: float = 0.5,
+) -> dict:
+    """Write the relabelled folder (atomically, beside `out`) with `change` accepted, and return its manifest.
+
+    A change that `Change.refusal` calls damaging is refused unless `force`, which the manifest then records."""
     import pyarrow as pa
 
     from pumlc_cli.data.prepared import write_prepared
 
-    if sel.accept_top is None and sel.min_score is None:
-        raise PumlcError("pass --accept-top K or --min-score S (which suggestions to accept)")
     if Path(out).resolve() == Path(prepared.path).resolve():
         raise PumlcError(f"{out}: is the source folder; relabel writes a new one")
-    accepted = select(read_suggestions(audit_csv, prepared), sel, list(prepared.classes))
+    refusal = change.refusal(min_precision)
+    if refusal and not force:
+        raise PumlcError(refusal)
+    accepted = change.accepted
     frame = prepared.frame.copy()
     columns = [f"observed:{c}" for c in prepared.classes]
     observed = frame[columns].to_numpy(dtype=np.int8, copy=True)
@@ -138,6 +214,10 @@ def relabel(prepared, audit_csv: Path, out: Path, sel: Selection, force: bool = 
             "min_score": sel.min_score,
             "classes": list(sel.classes) or None,
             "accepted": len(accepted),
+            "expected_correct": round(change.expected_correct, 3),
+            "expected_precision": None if change.expected_precision is None else round(change.expected_precision, 4),
+            "min_precision": min_precision,
+            "forced_past": refusal,
             "per_class": dict(sorted(counts.items())),
         }
     )

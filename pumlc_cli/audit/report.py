@@ -17,18 +17,20 @@ IMAGE_WIDTH = 32  # image paths in the tables keep their end (the file name) so 
 
 
 def suggestions(audit: Audit, images: list[str], splits: list[str], classes: list[str], floor: float) -> list[dict]:
-    """Every suspected entry with calibrated score ≥ `floor`, missing positives first, each kind by rank."""
+    """Every suspected entry with score ≥ `floor`, missing positives first, each kind ranked 1, 2, 3, … as listed."""
     out: list[dict] = []
     for kind in KINDS:
         rows, cols = audit.ranking(kind)
-        for rank, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True), start=1):
+        listed = 0
+        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
             score = float(audit.suspicion[i, j])
             if not score >= floor:  # NaN (class without observed positives) is never listed
                 continue
+            listed += 1
             out.append(
                 {
                     "kind": kind,
-                    "rank": rank,
+                    "rank": listed,
                     "image": images[i],
                     "split": splits[i],
                     "class": classes[j],
@@ -58,10 +60,12 @@ def build_report(
                 "class": name,
                 "observed_positives": est.observed_positives,
                 "candidates": est.candidates,
+                "label_frequency": _num(est.label_frequency),
                 "est_true_positives": _num(est.est_true_positives),
                 "est_missing_positives": _num(est.est_missing),
                 "est_missing_rate": _num(est.est_missing_rate),
-                "est_wrong_rate": _num(est.wrong_share),
+                "est_wrong_positives": _num(est.est_wrong),
+                "est_wrong_rate": _num(est.est_wrong_rate),
             }
         )
     report: dict[str, Any] = {
@@ -93,7 +97,8 @@ def render(report: dict[str, Any], top: int) -> None:
     console = Console()
     for kind, title in (("missing", "suspected missing positives"), ("wrong", "suspected wrong positives")):
         rows = [r for r in report["suggestions"] if r["kind"] == kind][:top]
-        table = Table(title=f"{title} (top {top}, score ≥ {report['floor']:g})", header_style="bold")
+        sample = "in-sample scores, " if report.get("in_sample") else ""
+        table = Table(title=f"{title} (top {top}, {sample}score ≥ {report['floor']:g})", header_style="bold")
         for col in ("rank", "image", "class", "score", "obs"):
             table.add_column(col, justify="left" if col in {"image", "class"} else "right")
         for r in rows:  # the model's own score (`prob`) is in --csv/--json
@@ -107,17 +112,20 @@ def render(report: dict[str, Any], top: int) -> None:
     per_class = Table(
         title=f"per class ({report['split']}, estimated from the scores)",
         header_style="bold",
-        caption="est.+: estimated true positives; est.miss+: of them not observed positive; FN: est.miss+ / est.+ "
-        "(the FN of `pumlc stats`); wrong: share of observed positives estimated wrong"
-        + ("; true FN: from the truth the corruption kept" if truth else ""),
+        caption="c: share of the true positives observed positive (the label frequency the scores assume); "
+        "missing+: true positives not observed positive (hidden positives and false negatives); "
+        "wrong+: observed positives that are false positives"
+        + ("; true missing: from the truth the corruption kept" if truth else ""),
     )
-    cols = ["class", "obs+", "est.+", "est.miss+", "FN", "wrong"] + (["true FN"] if truth else [])
+    cols = ["class", "obs+", "c", "est. true+", "est. missing+", "missing rate", "wrong rate"]
+    cols += ["true missing"] if truth else []
     for col in cols:
         per_class.add_column(col, justify="left" if col == "class" else "right", no_wrap=col == "class")
     for r in report["per_class"]:
         cells = [
             r["class"],
             str(r["observed_positives"]),
+            _f(r["label_frequency"], 2),
             _f(r["est_true_positives"], 0),
             _f(r["est_missing_positives"], 0),
             _pct(r["est_missing_rate"]),
@@ -126,7 +134,7 @@ def render(report: dict[str, Any], top: int) -> None:
         per_class.add_row(*cells, *([_pct(true_rates.get(r["class"]))] if truth else []))
     console.print(per_class)
     if truth:
-        check = Table(title="ranking against the truth kept by the corruption", header_style="bold")
+        check = Table(title="suggestions against the truth kept by the corruption", header_style="bold")
         for col in ("kind", "k", "precision@k", "recall@k"):
             check.add_column(col, justify="left" if col == "kind" else "right")
         for kind in KINDS:
@@ -136,6 +144,13 @@ def render(report: dict[str, Any], top: int) -> None:
                 check.add_row(kind, str(at["k"]), _pct(at["precision"]), _pct(at["recall"]))
             check.add_row(kind, "AP", _pct(truth[kind]["ap"]), "", end_section=True)
         console.print(check)
+        for kind in (k for k in KINDS if k in truth):
+            rel = truth[kind]["reliability"]
+            parts = [
+                f"≥ {cut}: {a['n']}, right {_pct(a['precision'])} (scores say {_pct(a['expected_precision'])})"
+                for cut, a in rel["above"].items()
+            ]
+            console.print(f"{kind}: scored {'; '.join(parts)}; calibration error (ECE, 10 bins) {_pct(rel['ece'])}")
         console.print(f"missing-rate error per class (MAE): {_pct(truth['missing_rate_mae'])}")
 
 

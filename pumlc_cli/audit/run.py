@@ -41,6 +41,7 @@ class AuditOptions:
     device: str
     gpus: int
     nproc: int
+    label_frequency: float | None = None
     force: bool = False
     # the command line that repeats these options under torchrun (which then adds the resolved --device)
     argv: tuple[str, ...] = ()
@@ -131,8 +132,10 @@ def _score_and_report(
         "folds": opts.folds,
         "folds_dir": str(plan.root) if plan else None,
     }
+    source["in_sample"] = plan is None and opts.split in ("train", "all")
+    source["label_frequency"] = "given" if opts.label_frequency is not None else "estimated"
     differs = not np.array_equal(truth, observed)
-    result = audit_scores(probs, observed)
+    result = audit_scores(probs, observed, opts.label_frequency)
     report = build_report(
         result, images, splits, list(prepared.classes), truth if differs else None, floor=opts.floor, source=source
     )
@@ -140,10 +143,11 @@ def _score_and_report(
     if opts.json_file == Path("-"):
         sys.stdout.write(text)
     else:
-        if plan is None and opts.split in ("train", "all"):
+        if source["in_sample"]:
             print(
-                "note: the model trained on these images, so hidden positives there score low; "
-                "--folds K scores each image with a model that did not see it",
+                "note: in-sample scores: the model trained on these images, so hidden positives score low and the "
+                "estimated probabilities are not checked on held-out images; --folds K scores each image with a model "
+                "that did not see it",
                 file=sys.stderr,
             )
         render(report, opts.top)

@@ -41,6 +41,12 @@ def audit(
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="cuda, cpu or auto.")] = "auto",
     gpus: Annotated[int, typer.Option(min=1, help="Shard scoring across this many GPUs (torchrun).")] = 1,
     nproc: Annotated[int, typer.Option(min=1, help="Shard scoring across this many CPU processes (gloo).")] = 1,
+    label_frequency: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01, max=1.0, help="Share of true positives that are observed positive, if known (else estimated)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing --csv/--json/--plot files.")] = False,
 ) -> None:
     """Rank suspected missing positives (unknown/negative, high score) and wrong positives (positive, low score)."""

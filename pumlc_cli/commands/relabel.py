@@ -20,13 +20,21 @@ def relabel(
     ] = None,
     kind: Annotated[Kind, typer.Option(help="missing (→ positive), wrong (→ unknown) or all.")] = "missing",
     classes: Annotated[list[str] | None, typer.Option("--classes", help="Only these classes (repeatable).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    min_precision: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Refuse when the accepted changes' mean score (expected precision) is lower."
+        ),
+    ] = 0.5,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --out; write even past the safety bounds.")
+    ] = False,
 ) -> None:
     """Observed labels take the accepted suggestions; truth and the test split stay as they were."""
     from rich.console import Console
     from rich.table import Table
 
-    from pumlc_cli.audit.relabel import Selection
+    from pumlc_cli.audit.relabel import Selection, plan_change
     from pumlc_cli.audit.relabel import relabel as do_relabel
     from pumlc_cli.data.prepared import load_prepared
     from pumlc_cli.outputs import check_output_folder, claim
@@ -35,8 +43,11 @@ def relabel(
     names = tuple(c for item in classes or [] for c in item.split(",") if c)
     target = check_output_folder(out, "--out", inputs=[data, audit_csv])
     prepared = load_prepared(data)
+    selection = Selection(kinds, accept_top, min_score, names)
+    change = plan_change(prepared, audit_csv, selection)
+    typer.echo(change.summary())  # before anything is written, and before a refusal (one line on stderr)
     with claim(target, "pumlc relabel"):
-        manifest = do_relabel(prepared, audit_csv, target, Selection(kinds, accept_top, min_score, names), force)
+        manifest = do_relabel(prepared, audit_csv, target, selection, change, force, min_precision)
     step = manifest["corruptions"][-1]
     table = Table(title=f"relabelled {out}: {step['accepted']} suggestion(s) accepted", header_style="bold")
     for col in ("class", "added +", "removed +"):
