@@ -1,18 +1,22 @@
-"""How well do audits find hidden positives? pumlc's audit vs cleanlab, on the same out-of-fold probabilities.
+"""How good are audits? pumlc's audit vs cleanlab, on the same out-of-fold probabilities, on several settings.
 
 On the bundled synth data with a known share of positives hidden (`--drop-positives`, negatives stripped: the PU
 input), K-fold cross-fitting gives out-of-fold probabilities from a `pu` model and from a `bce-an` model (the same
-`pumlc_cli.audit.folds` code `pumlc audit --folds` runs). Each probability matrix is then ranked by
-- pumlc's audit (`pumlc_cli.audit.scores.audit_scores`: per-class Platt fits of P(labelled | score)), and
+`pumlc_cli.audit.folds` code `pumlc audit --folds` runs). Each probability matrix is then scored by
+- pumlc's audit (`pumlc_cli.audit.scores.audit_scores`), with the label frequency estimated from the scores, and
+  given (`--label-frequency`: the share of positives the corruption left observed, which a user would know from a
+  checked sample), and
 - cleanlab 2.9 (`cleanlab.multilabel_classification`): `get_label_quality_scores_per_class` (self-confidence,
   lowest quality first) and `find_multilabel_issues_per_class` (confident learning: flagged entries first, each
-  group by quality),
-and every ranking of the non-positive entries is scored against the truth the corruption kept: precision@k and
-recall@k for k ∈ {100, 1000, 10% of the hidden positives}, average precision, and the error of each method's
-per-class missing-rate estimate (cleanlab's: flagged entries / (observed + flagged) positives).
+  group by quality); as a probability that an unlabelled entry is a missing positive, its self-confidence gives p,
+  the model's own score.
+Against the truth the corruption kept: precision@k and recall@k of the ranking of the non-positive entries (k ∈
+{10% of the hidden positives, 100, 1000}), average precision, the scores' reliability (expected calibration error
+over 10 bins; the share right among suggestions scored ≥ 0.8 and ≥ 0.9) and the error of each method's per-class
+missing-rate estimate (cleanlab's: flagged entries / (observed + flagged) positives).
 
-    python bench/audit.py                       # about 2 minutes on one core with the synth defaults
-    python bench/audit.py --images 2000 --epochs 12 --image-size 64
+    python bench/audit.py                                  # settings 0.4:0 and 0.5:3 (minutes on 2 idle cores)
+    python bench/audit.py --setting 0.4:1 --setting 0.6:2  # the settings the calibration was chosen on
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def test_label_stats_hand_computed():
     assert summary["observed_negative_share"] == pytest.approx(4 / 12)
     assert summary["observed_unknown_share"] == pytest.approx(4 / 12)
     assert summary["truth_unknown_entries"] == 1
-    assert summary["missed_positives"] == 1 and summary["injected_false_positives"] == 2
+    assert summary["false_negatives"] == 1 and summary["false_positives"] == 2
+    assert summary["hidden_positives"] == 2 and summary["hidden_negatives"] == 1  # (3, c) is unknown in truth too
     assert summary["truth_equals_observed"] is False
     assert summary["observed_positive_recall"] == pytest.approx(2 / 5)
     a, b, c = s["per_class"]
@@ -38,20 +39,18 @@ def test_label_stats_hand_computed():
         "class": "a",
         "true_positives": 3,
         "observed_positives": 2,
-        "missed_positives": 1,
+        "hidden_positives": 0,
+        "hidden_negatives": 1,
+        "false_negatives": 1,
         "fn_rate": pytest.approx(1 / 3),
-        "injected_fps": 0,
+        "false_positives": 0,
         "fp_rate": 0.0,
         "unknown_share": 0.25,
         "precision": 1.0,
         "recall": pytest.approx(2 / 3),
     }
-    assert (b["true_positives"], b["observed_positives"], b["missed_positives"], b["injected_fps"]) == (
-        1,
-        1,
-        0,
-        1,
-    )
+    assert (b["true_positives"], b["observed_positives"], b["false_negatives"], b["false_positives"]) == (1, 1, 0, 1)
+    assert (b["hidden_positives"], c["hidden_positives"], c["hidden_negatives"]) == (1, 1, 0)
     assert b["fn_rate"] == 0.0 and b["fp_rate"] == pytest.approx(1 / 3)
     assert b["unknown_share"] == 0.25 and b["precision"] == 0.0
     assert c["fp_rate"] == 0.5 and c["unknown_share"] == 0.5 and c["precision"] == 0.0
@@ -66,6 +65,7 @@ def test_undefined_ratios_and_sorting():
     assert [r["class"] for r in sort_rows(rows, "positives")] == ["y", "x"]
     assert [r["class"] for r in sort_rows(rows, "precision")] == ["y", "x"]  # None last
     assert [r["class"] for r in sort_rows(rows, "name")] == ["x", "y"]
+    assert [r["class"] for r in sort_rows(rows, "hidden")] == ["y", "x"]  # y's hidden positive
 
 
 def _write(path, truth, observed, split):
@@ -86,7 +86,7 @@ def test_stats_cli_json_and_tables(tmp_path):
     assert "per class" in result.output and "positives per image" in result.output
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["summary"]["images_per_split"] == {"train": 4, "val": 0, "test": 2}
-    assert data["summary"]["images"] == 4 and data["summary"]["missed_positives"] == 1
+    assert data["summary"]["images"] == 4 and data["summary"]["false_negatives"] == 1
     assert [r["class"] for r in data["per_class"]] == ["c", "b", "a"]
     # the test split: truth equals observed
     result = CliRunner().invoke(app, ["stats", str(tmp_path / "data" / "p"), "--split", "test", "--json", "-"])

@@ -41,7 +41,7 @@ def eval_command(
         Path | None, typer.Option("--json", help="Write every number as JSON ('-': stdout).", rich_help_panel=_OUT)
     ] = None,
     plot: Annotated[
-        Path | None, typer.Option(help="PNG of per-class AP (and AP vs missed rate).", rich_help_panel=_OUT)
+        Path | None, typer.Option(help="PNG of per-class AP (and AP vs missing-positive rate).", rich_help_panel=_OUT)
     ] = None,
     scores_file: Annotated[
         Path | None,

@@ -21,7 +21,7 @@ EXAMPLES = examples(
 )
 
 Split = Literal["train", "val", "test", "all"]
-Sort = Literal["index", "name", "positives", "observed", "fn", "fp", "unknown", "precision", "recall"]
+Sort = Literal["index", "name", "positives", "observed", "hidden", "fn", "fp", "unknown", "precision", "recall"]
 
 
 def _pct(v: float | None) -> str:
@@ -44,7 +44,7 @@ def stats(
         typer.Option("--json", help="Also write the numbers as JSON to FILE ('-': JSON alone on stdout)."),
     ] = None,
 ) -> None:
-    """How many labels each split holds, how many are hidden (unknown), missed or wrong, per class."""
+    """How many labels each split holds: hidden positives/negatives, false negatives/positives, per class."""
     from pumlc_cli.data.prepared import load_prepared
     from pumlc_cli.data.stats import class_counts, dataset_stats, sort_rows
     from pumlc_cli.outputs import check_output_file, prepared_inputs
@@ -98,9 +98,11 @@ def _summary_table(result: dict, path: Path, split: str):
     summ.add_row("observed positives per image", _num(s["observed_cardinality"]))
     summ.add_row("labels observed positive", _pct(s["observed_positive_share"]))
     summ.add_row("labels observed negative", _pct(s["observed_negative_share"]))
-    summ.add_row("labels unknown (hidden or stripped)", _pct(s["observed_unknown_share"]))
-    summ.add_row("missed positives (true +, observed −)", str(s["missed_positives"]))
-    summ.add_row("added false positives (true −, observed +)", str(s["injected_false_positives"]))
+    summ.add_row("labels unknown (hidden + and −)", _pct(s["observed_unknown_share"]))
+    summ.add_row("hidden positives (true +, observed ?)", str(s["hidden_positives"]))
+    summ.add_row("hidden negatives (true −, observed ?)", str(s["hidden_negatives"]))
+    summ.add_row("false negatives (true +, observed −)", str(s["false_negatives"]))
+    summ.add_row("false positives (true −, observed +)", str(s["false_positives"]))
     summ.add_row("true positives still observed positive", _pct(s["observed_positive_recall"]))
     if s["truth_unknown_entries"]:
         summ.add_row("unknown in truth (e.g. VOC difficult-only)", str(s["truth_unknown_entries"]))
@@ -113,11 +115,10 @@ _PER_CLASS = (
     ("class", "class", str),
     ("true+", "true_positives", str),
     ("obs+", "observed_positives", str),
-    ("unknown", "unknown_share", _pct),
-    ("missed+", "missed_positives", str),
-    ("FN", "fn_rate", _pct),
-    ("added+", "injected_fps", str),
-    ("FP", "fp_rate", _pct),
+    ("hidden+", "hidden_positives", str),
+    ("hidden−", "hidden_negatives", str),
+    ("FN", "false_negatives", str),
+    ("FP", "false_positives", str),
     ("prec.", "precision", _pct),
     ("recall", "recall", _pct),
 )
@@ -126,9 +127,9 @@ _PER_CLASS = (
 def _per_class_table(rows: list[dict], split: str, sort: str):
     tab = _table(
         f"per class ({split}, by {sort})",
-        caption="unknown: hidden or stripped labels. missed+: true positives observed negative (FN = missed+ / true+). "
-        "added+: true negatives observed positive (FP = added+ / true negatives). prec., recall: of the observed "
-        "positives against the truth.",
+        caption="hidden+ / hidden−: true positives / negatives observed unknown. FN: false negatives (true +, "
+        "observed −). FP: false positives (true −, observed +). prec., recall: of the observed positives against "
+        "the truth. FN and FP rates: --json.",
     )
     for header, _, _ in _PER_CLASS:
         if header == "class":

@@ -1,11 +1,13 @@
 """Statistics of a prepared folder: how many labels, how noisy, how much is unknown.
 
 Definitions (per split or over all splits; unknown truth entries, e.g. VOC difficult-only, are left out of
-both rates):
+both rates). The four kinds of label noise, named as in the README:
+- hidden positive: a true positive observed unknown (hidden by --partial/--drop-positives, stripped, or a CSV's
+  unlisted class); hidden negative: a true negative observed unknown;
+- false negative (FN): a true positive observed negative; false positive (FP): a true negative observed positive;
+- FN rate: false negatives / true positives; FP rate: false positives / true negatives;
 - label cardinality: mean number of true positives per image; density: cardinality / number of classes;
 - observed shares: the shares of all (image, class) entries observed positive / negative / unknown;
-- missed positives (false-negative rate): true positives annotated negative / true positives;
-- injected false positives (false-positive rate): true negatives annotated positive / true negatives;
 - unknown share: entries observed unknown / images;
 - precision: observed positives that are true positives / observed positives;
 - recall: true positives still observed positive / true positives (what hiding, stripping and noise left).
@@ -23,6 +25,7 @@ SORT_KEYS = {
     "name": ("class", False),
     "positives": ("true_positives", True),
     "observed": ("observed_positives", True),
+    "hidden": ("hidden_positives", True),
     "fn": ("fn_rate", True),
     "fp": ("fp_rate", True),
     "unknown": ("unknown_share", True),
@@ -55,16 +58,20 @@ def label_stats(truth: np.ndarray, observed: np.ndarray, classes: list[str]) -> 
         "observed_negative_share": _ratio(o_neg.sum(), entries),
         "observed_unknown_share": _ratio(o_unk.sum(), entries),
         "truth_unknown_entries": int((truth == 0).sum()),
-        "missed_positives": int((t_pos & o_neg).sum()),
+        "hidden_positives": int((t_pos & o_unk).sum()),
+        "hidden_negatives": int((t_neg & o_unk).sum()),
+        "false_negatives": int((t_pos & o_neg).sum()),
+        "false_positives": int((t_neg & o_pos).sum()),
         "observed_positive_recall": _ratio((t_pos & o_pos).sum(), t_pos.sum()),
-        "injected_false_positives": int((t_neg & o_pos).sum()),
         "truth_equals_observed": bool(np.array_equal(truth, observed)),
     }
     tp = t_pos.sum(axis=0)
     tn = t_neg.sum(axis=0)
     op = o_pos.sum(axis=0)
-    missed = (t_pos & o_neg).sum(axis=0)
-    injected = (t_neg & o_pos).sum(axis=0)
+    hidden_pos = (t_pos & o_unk).sum(axis=0)
+    hidden_neg = (t_neg & o_unk).sum(axis=0)
+    false_neg = (t_pos & o_neg).sum(axis=0)
+    false_pos = (t_neg & o_pos).sum(axis=0)
     correct = (t_pos & o_pos).sum(axis=0)
     unk = o_unk.sum(axis=0)
     rows = [
@@ -73,10 +80,12 @@ def label_stats(truth: np.ndarray, observed: np.ndarray, classes: list[str]) -> 
             "class": classes[j],
             "true_positives": int(tp[j]),
             "observed_positives": int(op[j]),
-            "missed_positives": int(missed[j]),
-            "fn_rate": _ratio(missed[j], tp[j]),
-            "injected_fps": int(injected[j]),
-            "fp_rate": _ratio(injected[j], tn[j]),
+            "hidden_positives": int(hidden_pos[j]),
+            "hidden_negatives": int(hidden_neg[j]),
+            "false_negatives": int(false_neg[j]),
+            "fn_rate": _ratio(false_neg[j], tp[j]),
+            "false_positives": int(false_pos[j]),
+            "fp_rate": _ratio(false_pos[j], tn[j]),
             "unknown_share": _ratio(unk[j], n),
             "precision": _ratio(correct[j], op[j]),
             "recall": _ratio(correct[j], tp[j]),

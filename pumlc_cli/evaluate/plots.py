@@ -1,4 +1,4 @@
-"""Figures for `pumlc eval --plot`: per-class AP, and AP against each class's missed-positive rate."""
+"""Figures for `pumlc eval --plot`: per-class AP, and AP against each class's missing-positive rate."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 from pumlc_cli.atomic import atomic_path
 
 
-def missed_positive_rate(truth: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Share of each class's true positives that the training labels do not mark positive (NaN if none)."""
+def missing_positive_rate(truth: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Share of each class's true positives that the training labels do not mark positive: hidden positives plus
+    false negatives, over true positives (NaN if none)."""
     pos = truth == 1
     n_pos = pos.sum(axis=0)
     missed = (pos & (observed != 1)).sum(axis=0)
@@ -28,7 +29,7 @@ def plot_per_class(path: Path, classes: list[str], per_class_ap: np.ndarray, pre
 
     ap = np.asarray(per_class_ap, dtype=float)  # percent
     train = prepared.split_data("train")
-    missed = missed_positive_rate(train.truth, train.observed)
+    missed = missing_positive_rate(train.truth, train.observed)
     noisy = bool(np.nanmax(missed) > 0) if np.isfinite(missed).any() else False
     fig, axes = plt.subplots(1, 2 if noisy else 1, figsize=(14 if noisy else 9, max(4, 0.18 * len(classes))))
     axes = np.atleast_1d(axes)
@@ -42,9 +43,9 @@ def plot_per_class(path: Path, classes: list[str], per_class_ap: np.ndarray, pre
         for i, name in enumerate(classes):
             if np.isfinite(ap[i]) and np.isfinite(missed[i]):
                 axes[1].annotate(name, (missed[i] * 100, ap[i]), fontsize=6)
-        axes[1].set_xlabel("missed positives in training labels (%)")
+        axes[1].set_xlabel("missing positives (hidden + false negatives) in training labels (%)")
         axes[1].set_ylabel("AP (%)")
-        axes[1].set_title("AP vs missed-positive rate")
+        axes[1].set_title("AP vs missing-positive rate")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format=(path.suffix.lstrip(".") or "png"))
