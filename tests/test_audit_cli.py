@@ -224,6 +224,7 @@ def test_relabel_refuses_changes_past_the_bounds_unless_forced(synth_prepared: P
 def test_new_options_out_of_range_give_one_line(args, audited, trained, synth_prepared, tmp_path: Path) -> None:
     out, _ = audited
     fill = {"data": synth_prepared, "csv": out / "a.csv", "out": tmp_path / "new", "run": trained}
-    line = _one_line(run_cli(*(a.format(**{k: str(v) for k, v in fill.items()}) for a in args), check=False))
+    argv = (a.format(**{k: str(v) for k, v in fill.items()}) for a in args)
+    line = _one_line(run_cli(*argv, check=False, subprocess_=True))  # parser errors: `pumlc_cli.cli.main`'s line
     assert "--min-score" in line or "--min-precision" in line or "--label-frequency" in line
     assert not (tmp_path / "new").exists()

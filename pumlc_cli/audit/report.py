@@ -112,13 +112,12 @@ def render(report: dict[str, Any], top: int) -> None:
     per_class = Table(
         title=f"per class ({report['split']}, estimated from the scores)",
         header_style="bold",
-        caption="c: share of the true positives observed positive (the label frequency the scores assume); "
-        "missing+: true positives not observed positive (hidden positives and false negatives); "
-        "wrong+: observed positives that are false positives"
+        caption="c: share of the true positives observed positive (the label frequency the scores assume). "
+        "Estimated: true+; missing+, true positives not observed positive (hidden positives and false "
+        "negatives); missing = missing+ / true+; wrong: share of the observed positives that are false positives"
         + ("; true missing: from the truth the corruption kept" if truth else ""),
     )
-    cols = ["class", "obs+", "c", "est. true+", "est. missing+", "missing rate", "wrong rate"]
-    cols += ["true missing"] if truth else []
+    cols = ["class", "obs+", "c", "true+", "missing+", "missing", "wrong"] + (["true missing"] if truth else [])
     for col in cols:
         per_class.add_column(col, justify="left" if col == "class" else "right", no_wrap=col == "class")
     for r in report["per_class"]:
@@ -133,6 +132,11 @@ def render(report: dict[str, Any], top: int) -> None:
         ]
         per_class.add_row(*cells, *([_pct(true_rates.get(r["class"]))] if truth else []))
     console.print(per_class)
+    if report.get("label_frequency") == "estimated":
+        console.print(
+            "c is estimated: a lower bound per class (some positives must score above all negatives for it to be "
+            "tight); if it is too low the scores are too high. --label-frequency C sets it when known."
+        )
     if truth:
         check = Table(title="suggestions against the truth kept by the corruption", header_style="bold")
         for col in ("kind", "k", "precision@k", "recall@k"):

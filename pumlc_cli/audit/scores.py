@@ -28,7 +28,7 @@ Suggestions rank by score (ties: the model's score); the per-class estimates are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -211,7 +211,7 @@ class Audit:
     probs: np.ndarray  # [N, C] model outputs
     observed: np.ndarray  # [N, C] int8 observed labels
     suspicion: np.ndarray  # [N, C] P(missing positive) for non-positives, P(wrong positive) for positives
-    classes: list[ClassEstimate] = field(default_factory=list)
+    classes: list[ClassEstimate]
 
     def ranking(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cols) of the suspected entries of `kind`, most probable first (ties: the model's score)."""
