@@ -119,7 +119,7 @@ def test_stats_tables_fit_80_columns(shared_dir: Path, tmp_path: Path) -> None:
     text = run_cli("stats", out).stdout
     _fits(text)
     hidden = numbers["summary"]["observed_unknown_share"]
-    assert "unknown (hidden or stripped)" in text and f"{100 * hidden:.1f}%" in text
+    assert "unknown (hidden + and −)" in text and f"{100 * hidden:.1f}%" in text
     per_class = text[text.index("per class (") : text.index("positives per image (")]
     rows = {line.split()[0]: line for line in per_class.splitlines() if line.strip()[:1].isdigit()}
     for row in numbers["per_class"]:

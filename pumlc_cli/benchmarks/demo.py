@@ -96,7 +96,7 @@ def main() -> None:
         model=args.model,
         workers=args.workers,
     )
-    print_comparison(results, "demo: clean test split, synth data with 20% missed positives, p=0.5, negatives stripped")
+    print_comparison(results, "demo: clean test split, synth data with 20% false negatives, p=0.5, negatives stripped")
     audit_training_labels(args.out, args.workers)
 
 
