@@ -1,18 +1,24 @@
-"""Output paths, checked before any work: a command never writes over its inputs, a checkpoint, a run or prepared
-folder's own files, or (without --force) any existing file; and it fails in its first second, not after an hour.
+"""Output paths, checked before any work: every command's every output option goes through this module.
 
-`-` names standard output and passes every check (nothing on disk is touched).
+The policy: an output never overlaps an input (symlinks resolved); a checkpoint, a special file (device, FIFO,
+socket) and a run or prepared folder's own files are never written; an existing output is replaced only with
+--force, and only when pumlc could have made it (a report file of the kind the option writes, a folder holding
+a pumlc manifest or run marker, or an empty folder). `-` names standard output for the text reports (--json,
+--csv); binary ones (--plot, --save-scores) refuse it. A command fails in its first second, not after an hour.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import stat
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Literal
 
 from pumlc_cli.errors import PumlcError
 
@@ -21,6 +27,12 @@ STDOUT = "-"
 RUN_FILES = frozenset({"last.pt", "best.pt", "config.json", "metrics.jsonl", "tensorboard"})
 PREPARED_FILES = frozenset({"manifest.json", "labels.parquet", "images"})
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt"})
+FOLDS_FILE = "folds.json"  # marks a folder `pumlc audit --folds` made
+# Temp files of `pumlc_cli.atomic.atomic_path` (".last.tmp<pid>.pt"), left only by a killed process.
+STALE_TEMP = re.compile(r"^\.[\w-]+\.tmp\d+(\.[\w]+)?$")
+# What each report option writes: `-` (stdout) suits text only; --force replaces only a file of this kind.
+REPORT_KINDS = {"--json": "json", "--csv": "csv", "--per-class-csv": "csv", "--plot": "png", "--save-scores": "npz"}
+_BINARY = frozenset({"png", "npz"})
 
 
 def is_stdout(path: Path | str | None) -> bool:
@@ -38,14 +50,15 @@ def overlaps(a: Path, b: Path) -> bool:
 
 
 def check_not_input(out: Path, flag: str, inputs: Iterable[Path | str | None]) -> None:
-    """Refuse, even with --force, an output that equals, contains or lies inside an input."""
-    for raw in inputs:
-        if raw is None or is_stdout(raw):
-            continue
-        inp = resolved_path(raw)
-        if overlaps(out, inp):
-            how = "is" if out == inp else ("contains" if out in inp.parents else "lies inside")
-            raise PumlcError(f"{out}: {flag} {how} the input {inp}; outputs never overlap inputs (choose another path)")
+    """Refuse, even with --force, an output that equals, contains or lies inside an input (naming the closest
+    one: the annotation file itself rather than the image root holding it)."""
+    hits = [
+        inp for inp in (resolved_path(r) for r in inputs if r is not None and not is_stdout(r)) if overlaps(out, inp)
+    ]
+    if hits:
+        inp = max(hits, key=lambda p: (p == out, len(p.parts)))
+        how = "is" if out == inp else ("contains" if out in inp.parents else "lies inside")
+        raise PumlcError(f"{out}: {flag} {how} the input {inp}; outputs never overlap inputs (choose another path)")
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -97,6 +110,42 @@ def check_parent(out: Path, flag: str, create: bool = False) -> None:
         raise PumlcError(f"{out}: {flag}: cannot write in {parent} (permission denied)")
 
 
+def _is_special(path: Path) -> bool:
+    """An existing entry that is neither a regular file nor a folder: a device (/dev/full), FIFO or socket.
+    Writing "over" one by temp + rename would replace it; writing into it could block or lose the data."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _holds_kind(path: Path, kind: str) -> bool:
+    """Whether an existing file could be an earlier report of `kind` (or is empty): all --force may replace."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        return True
+    if kind == "json":
+        return head.lstrip()[:1] in (b"{", b"[")
+    if kind == "csv":
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return err.start >= len(head) - 3  # only a character cut by the 4 KiB sample
+        return b"\0" not in head
+    if kind == "png":
+        return head.startswith(b"\x89PNG\r\n\x1a\n")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return all(name.endswith(".npy") for name in zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+_KIND_NAMES = {"json": "a JSON", "csv": "a CSV", "png": "a PNG", "npz": "an .npz"}
+
+
 def check_output_file(
     path: Path | str | None, flag: str, *, inputs: Iterable[Path | str | None], force: bool
 ) -> Path | None:
@@ -105,15 +154,31 @@ def check_output_file(
     Returns the resolved path (write there, so a symlink swapped in later cannot redirect the write), or None for
     no output or `-` (stdout).
     """
-    if path is None or is_stdout(path):
+    kind = REPORT_KINDS[flag]
+    if path is None:
+        return None
+    if is_stdout(path):
+        if kind in _BINARY:
+            raise PumlcError(f"{flag} -: {_KIND_NAMES[kind]} file cannot go to standard output; give a file name")
         return None
     out = resolved_path(path)
     check_not_input(out, flag, inputs)
     if out.is_dir():
         raise PumlcError(f"{out}: {flag} names a folder; give a file name")
+    if _is_special(out):
+        raise PumlcError(
+            f"{out}: {flag} is not a regular file (a device, FIFO or socket); pumlc writes only regular files"
+            + (" (use '-' for standard output)" if kind not in _BINARY else "")
+        )
     _check_owned(out, flag)
-    if out.exists() and not force:
-        raise PumlcError(f"{out}: {flag} file already exists (use --force to replace it)")
+    if out.exists():
+        if not force:
+            raise PumlcError(f"{out}: {flag} file already exists (use --force to replace it)")
+        if not _holds_kind(out, kind):
+            raise PumlcError(
+                f"{out}: {flag} --force replaces only {_KIND_NAMES[kind]} report, and this file holds something "
+                "else; choose another name"
+            )
     check_parent(out, flag)
     return out
 
@@ -129,17 +194,66 @@ def check_distinct(paths: dict[str, Path | None]) -> None:
         seen[path] = flag
 
 
-def check_output_folder(path: Path | str, flag: str, *, inputs: Iterable[Path | str | None]) -> Path:
-    """Check a folder a command creates or fills (`prepare --out`, `train --out`): not an input, not a file,
-    and its nearest existing ancestor is a writable folder."""
+FolderKind = Literal["prepared", "run", "folds"]
+_FOLDER_NAMES = {"prepared": "prepared folders", "run": "run folders", "folds": "audit folds folders"}
+
+
+def run_foreign_entries(folder: Path) -> list[str]:
+    """Entries of `folder` that a pumlc run does not write."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILES and not STALE_TEMP.match(p.name))
+
+
+def _folder_kind(folder: Path) -> FolderKind | None:
+    if is_prepared_folder(folder):
+        return "prepared"
+    if is_run_folder(folder):
+        return "run"
+    if (folder / FOLDS_FILE).is_file():
+        return "folds"
+    return None
+
+
+def check_replaceable(out: Path, flag: str, kind: FolderKind) -> None:
+    """An existing `out` is one pumlc made for this purpose, or empty: --force (or reuse) never touches another
+    folder, a run folder where a prepared folder is expected, or the reverse."""
+    if not out.is_dir():
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    found = _folder_kind(out)
+    if kind == "run" and found in (None, "run") and not run_foreign_entries(out):
+        return
+    if found == kind:
+        return
+    if found is not None:
+        raise PumlcError(
+            f"{out}: {flag} is one of pumlc's {_FOLDER_NAMES[found]}, not one of its {_FOLDER_NAMES[kind]}; "
+            "choose a new or empty folder"
+        )
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    if kind == "run":
+        raise PumlcError(f"{out}: holds files that are not a pumlc run's ({shown}); choose a new or empty folder")
+    raise PumlcError(
+        f"{out}: {flag} holds files pumlc did not write ({shown}); --force only replaces {_FOLDER_NAMES[kind]} "
+        "and empty folders"
+    )
+
+
+def check_output_folder(path: Path | str, flag: str, *, inputs: Iterable[Path | str | None], kind: FolderKind) -> Path:
+    """Check a folder a command creates or fills (`prepare`/`relabel`/`train --out`, `audit --folds-dir`): not an
+    input, not a file, not inside a prepared folder, replaceable (`check_replaceable`), and its nearest existing
+    ancestor is a writable folder."""
     if is_stdout(path):
         raise PumlcError(f"{flag} must be a folder, not '-'")
     out = resolved_path(path)
     check_not_input(out, flag, inputs)
     if out.exists() and not out.is_dir():
         raise PumlcError(f"{out}: {flag} is a file, not a folder")
-    if is_checkpoint(out):
-        raise PumlcError(f"{out}: {flag} is a checkpoint")
+    for folder in out.parents:
+        if is_prepared_folder(folder):
+            raise PumlcError(f"{out}: {flag} lies inside the prepared folder {folder}; write elsewhere")
+    check_replaceable(out, flag, kind)
     check_parent(out, flag, create=True)
     return out
 
@@ -193,22 +307,37 @@ def claim(out: Path, command: str) -> Iterator[None]:
 def check_report_files(
     files: dict[str, Path | None], *, inputs: Iterable[Path | str | None], force: bool
 ) -> dict[str, Path | None]:
-    """`check_output_file` for each of a command's report files (flag -> path), and no two the same."""
+    """`check_output_file` for each of a command's report files (flag -> path), no two the same file and at most
+    one on standard output."""
+    to_stdout = [flag for flag, path in files.items() if is_stdout(path)]
+    if len(to_stdout) > 1:
+        raise PumlcError(f"{' and '.join(to_stdout)} are both '-'; only one report can go to standard output")
     checked = {flag: check_output_file(path, flag, inputs=inputs, force=force) for flag, path in files.items()}
     check_distinct(checked)
     return checked
 
 
+def dataset_inputs(
+    image_root: Path | str, image_dirs: Iterable[Path | str], sources: Iterable[Path | str]
+) -> list[Path]:
+    """A dataset's files for overlap checks: its image folders, its annotation files, and its image root when that
+    is the folder the user named (it holds the image folders, as a COCO root or VOC folder does). A root that is
+    only the common ancestor of folders given apart (possibly `/`) is left out: no output could avoid it."""
+    root = Path(image_root)
+    dirs = [Path(d) for d in image_dirs] or [root]
+    named = all(d == root or d.parent == root for d in dirs)
+    return [*([root] if named else []), *dirs, *(Path(s) for s in sources)]
+
+
 def prepared_inputs(folder: Path | str) -> list[Path]:
-    """A prepared folder and the image folders it reads (its cache, the source images), for overlap checks."""
+    """What a prepared folder reads, for overlap checks: the folder itself and its dataset (`dataset_inputs`)."""
     folder = Path(folder)
-    found = [folder]
     try:
         manifest = json.loads((folder / "manifest.json").read_bytes())
-        found += [Path(d) for d in manifest.get("image_dirs") or [manifest["image_root"]]]
+        sources = [s["path"] for s in manifest.get("sources") or []]
+        return [folder, *dataset_inputs(manifest["image_root"], manifest.get("image_dirs") or [], sources)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    return found
+        return [folder]  # not a readable manifest: loading the folder will say so
 
 
 def check_model_file(
@@ -229,6 +358,10 @@ def check_model_file(
     check_not_input(out, flag, inputs)
     if out.is_dir():
         raise PumlcError(f"{out}: {flag} names a folder; give a file name")
+    if _is_special(out):
+        raise PumlcError(
+            f"{out}: {flag} is not a regular file (a device, FIFO or socket); pumlc writes only regular files"
+        )
     if not out.exists():
         _check_owned(out, flag)
     elif not (out.is_file() and replaceable(out)):

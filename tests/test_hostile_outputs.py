@@ -89,8 +89,11 @@ def test_eval_outputs_overlapping_inputs_even_with_force(run, synth_prepared, tm
 def test_eval_existing_report_needs_force(run, tmp_path):
     refused(*_eval(run, "--json", tmp_path, "--force"), watch=(run,), expect="names a folder")
     report = tmp_path / "r.json"
-    report.write_text("my earlier report")
+    report.write_text('{"my": "earlier report"}')
     refused(*_eval(run, "--json", report), watch=(run, report), expect="already exists (use --force")
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes, not a report")  # --force replaces only a file of the kind --json writes
+    refused(*_eval(run, "--json", notes, "--force"), watch=(run, notes), expect="replaces only a JSON report")
     run_cli(*_eval(run, "--json", report, "--force"))
     assert json.loads(report.read_text())["split"] == "test"
     run_cli(*_eval(run, "--json", tmp_path / "new.json"))  # a new file inside the run folder's neighbourhood
@@ -344,3 +347,155 @@ def test_unexpected_exception_is_one_line_and_a_saved_traceback(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("pumlc: error: unexpected RuntimeError: kaboom (a bug; ")
     saved = Path(lines[0].split("traceback saved to ")[1].rstrip(")"))
     assert saved.parent == tmp_path and "Traceback" in saved.read_text() and "second line" in saved.read_text()
+
+
+# ------------------------------------------------ issue 21, items 1-8: --force replaces only what pumlc made
+
+
+@pytest.fixture(scope="module")
+def sugg(run: Path, synth_prepared: Path) -> Path:
+    """`pumlc audit run --csv sugg.csv`: the suggestions `relabel --from` reads."""
+    out = run.parent / "sugg.csv"
+    run_cli("audit", run, "--csv", out, "--device", "cpu", "--workers", "0")
+    return out
+
+
+def gone_nothing(*args, watch: tuple[Path, ...], expect: str) -> str:
+    """`refused`, and no temp file or lock left: the folders in `watch` hold exactly what they held before."""
+    before = {p: sorted(q.name for q in p.parent.iterdir()) for p in watch}
+    line = refused(*args, watch=watch, expect=expect)
+    assert {p: sorted(q.name for q in p.parent.iterdir()) for p in watch} == before
+    return line
+
+
+def _relabel(data: Path, sugg: Path, out: Path, *extra) -> list:
+    return ["relabel", data, "--from", sugg, "--accept-top", "3", "--out", out, *extra]
+
+
+def test_relabel_force_never_replaces_an_image_root_a_run_or_a_user_folder(
+    run, sugg, synth_prepared, synth_root, tmp_path
+):
+    """Item 1: `relabel --out synth|run|docs --force` replaced the image root, a run, a user's folder."""
+    watch = (synth_root, run, synth_prepared)
+    gone_nothing(*_relabel(synth_prepared, sugg, synth_root, "--force"), watch=watch, expect="--out is the input")
+    gone_nothing(
+        *_relabel(synth_prepared, sugg, run, "--force"), watch=watch, expect="one of pumlc's run folders, not one"
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "thesis.tex").write_text("precious")
+    gone_nothing(
+        *_relabel(synth_prepared, sugg, docs, "--force"),
+        watch=(*watch, docs),
+        expect="--force only replaces prepared folders and empty folders",
+    )
+    new = tmp_path / "new"  # what --force may replace: a prepared folder relabel made
+    run_cli(*_relabel(synth_prepared, sugg, new))
+    gone_nothing(*_relabel(synth_prepared, sugg, new), watch=(new,), expect="already exists (use --force")
+    run_cli(*_relabel(synth_prepared, sugg, new, "--force"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "new"]
+
+
+def test_train_out_is_never_a_prepared_folder(synth_prepared, tmp_path):
+    """The reverse of item 1: `train --out` over a prepared folder (not its input) is refused."""
+    other = _copy_prepared(synth_prepared, tmp_path / "other")
+    gone_nothing(
+        *train_args(synth_prepared, other, epochs=1),
+        watch=(other, synth_prepared),
+        expect="one of pumlc's prepared folders, not one of its run folders",
+    )
+
+
+def test_stats_json_needs_force_and_never_hits_a_source(synth_prepared, synth_root, tmp_path):
+    """Item 2: `stats --json <annotation file>` (or any existing file) overwrote it; stats had no --force."""
+    ann = synth_root / "annotations" / "instances_train2014.json"
+    gone_nothing(
+        "stats", synth_prepared, "--json", ann, "--force", watch=(synth_root, synth_prepared), expect="is the input"
+    )
+    earlier = tmp_path / "s.json"
+    earlier.write_text('{"earlier": true}')
+    gone_nothing("stats", synth_prepared, "--json", earlier, watch=(earlier,), expect="already exists (use --force")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a report")
+    gone_nothing(
+        "stats", synth_prepared, "--json", notes, "--force", watch=(notes,), expect="replaces only a JSON report"
+    )
+    run_cli("stats", synth_prepared, "--json", earlier, "--force")
+    assert "summary" in json.loads(earlier.read_text())
+
+
+def test_reports_never_overwrite_the_dataset(run, synth_prepared, synth_root, tmp_path):
+    """Item 3: `audit --csv <a file in the image root> --force`, `eval --save-scores <test annotations> --force`."""
+    image = next((synth_root / "train2014").iterdir())
+    watch = (synth_root, run)
+    audit = ["audit", run, "--device", "cpu", "--workers", "0", "--force"]
+    gone_nothing(*audit, "--csv", image, watch=watch, expect="lies inside the input")
+    gone_nothing(*audit, "--csv", synth_root / "annotations" / "a.csv", watch=watch, expect="lies inside the input")
+    test_ann = synth_root / "annotations" / "instances_val2014.json"
+    gone_nothing(*_eval(run, "--save-scores", test_ann, "--force"), watch=watch, expect="is the input")
+
+
+def test_dash_is_stdout_or_refused(run, tmp_path, monkeypatch):
+    """Item 4: `eval --save-scores -` and `--plot -` wrote a file named `-`, over an existing one."""
+    monkeypatch.chdir(tmp_path)
+    dash = tmp_path / "-"
+    dash.write_text("a file named -")
+    for flag, kind in (("--save-scores", "an .npz"), ("--plot", "a PNG")):
+        gone_nothing(*_eval(run, flag, "-"), watch=(dash, run), expect=f"{flag} -: {kind} file cannot go to standard")
+    gone_nothing("audit", run, "--plot", "-", watch=(dash, run), expect="--plot -: a PNG file cannot go")
+    gone_nothing(*_eval(run, "--json", "-", "--save-scores", "-"), watch=(dash,), expect="standard output")
+    done = run_cli(*_eval(run, "--json", "-"))
+    assert json.loads(done.stdout)["split"] == "test" and dash.read_text() == "a file named -"
+
+
+def test_special_files_are_never_replaced(run, synth_prepared, tmp_path):
+    """Item 5: `--json /dev/full --force` and a FIFO as `stats --json` became regular files (temp + rename)."""
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for args in (
+        _eval(run, "--json", "/dev/full", "--force"),
+        ["stats", synth_prepared, "--json", "/dev/full", "--force"],
+        ["stats", synth_prepared, "--json", fifo],
+        ["stats", synth_prepared, "--json", fifo, "--force"],
+    ):
+        done = run_cli(*args, check=False, subprocess_=True, timeout=120)  # a FIFO opened for writing would block
+        assert "is not a regular file (a device, FIFO or socket)" in error_line(done)
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode) and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["fifo"]
+
+
+def test_config_inside_train_out_is_refused(synth_prepared, tmp_path):
+    """Item 6: `train prep --out runG --config runG/config.json` accepted the config, then overwrote it."""
+    run_g = tmp_path / "runG"
+    run_g.mkdir()
+    (run_g / "config.json").write_text('{"epochs": 1}')
+    gone_nothing(
+        *train_args(synth_prepared, run_g, "--config", run_g / "config.json", epochs=1),
+        watch=(run_g, synth_prepared),
+        expect="--out contains the input",
+    )
+
+
+def test_folds_dir_never_inside_the_data(run, synth_prepared, synth_root, tmp_path):
+    """Item 7: `audit --folds 2 --folds-dir prep` wrote folds into the prepared folder; `--folds-dir
+    synth/train2014` left folds.json and fold0/data in the image folder."""
+    audit = ["audit", run, "--folds", "2", "--device", "cpu", "--workers", "0", "--folds-dir"]
+    watch = (synth_prepared, synth_root, run)
+    gone_nothing(*audit, synth_prepared, watch=watch, expect="--folds-dir is the input")
+    gone_nothing(*audit, synth_root / "train2014", watch=watch, expect="--folds-dir is the input")
+    gone_nothing(*audit, synth_root / "train2014" / "f", watch=watch, expect="--folds-dir lies inside the input")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    gone_nothing(*audit, mine, watch=(*watch, mine), expect="--force only replaces audit folds folders")
+
+
+def test_relabel_out_never_inside_an_image_folder(sugg, synth_prepared, synth_root):
+    """Item 8: `relabel … --out synth/val2014/new` wrote inside an image folder."""
+    gone_nothing(
+        *_relabel(synth_prepared, sugg, synth_root / "val2014" / "new"),
+        watch=(synth_root, synth_prepared),
+        expect="--out lies inside the input",
+    )

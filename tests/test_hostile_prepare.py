@@ -606,3 +606,81 @@ def test_stats_report_never_overwrites_the_prepared_folder(synth_prepared, tmp_p
         refused("stats", synth_prepared, "--json", target, watch=(synth_prepared,), expect=expect)
     run_cli("stats", synth_prepared, "--json", tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text())["summary"]
+
+
+# ------------------------------------------------------ issue 21, item 16: no silent drops, no symlink escapes
+
+
+def _csv_images(tmp_path: Path, names: tuple[str, ...] = ("a.jpg", "b.jpg")) -> Path:
+    img = tmp_path / "img"
+    img.mkdir(parents=True)
+    for name in names:
+        (img / name).write_bytes(b"x")
+    return img
+
+
+def _csv_args(csv: Path, img: Path, out: Path, *extra) -> list:
+    return ["prepare", "csv", "--train", csv, "--images", img, "--out", out, "--val-fraction", "0", *extra]
+
+
+def test_csv_row_with_extra_fields_is_refused_naming_it(tmp_path):
+    """`img,a,extra,cols` kept `a` and dropped the rest without a word."""
+    img = _csv_images(tmp_path)
+    csv = tmp_path / "t.csv"
+    csv.write_text("image,labels\na.jpg,dog\nb.jpg,dog,cat,bird\n")
+    line = refused(*_csv_args(csv, img, tmp_path / "p"), watch=(img, csv), expect=f"{csv}:3: 4 fields but the header")
+    assert "quote a field" in line and not (tmp_path / "p").exists()
+    csv.write_text('image,labels\na.jpg,dog\nb.jpg,"dog cat",\n')  # quoted, and an empty trailing field drops nothing
+    run_cli(*_csv_args(csv, img, tmp_path / "p"))
+    from pumlc_cli import load_prepared
+
+    assert load_prepared(tmp_path / "p").classes == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("extra", [(), ("--check-images",), ("--cache-size", "32")])
+def test_symlink_out_of_the_image_root_is_refused(coco, tmp_path, extra):
+    """A symlink inside the image root pointing outside it was accepted (with --check-images too) and cached."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = coco / "train2014" / "COCO_train2014_000000000003.jpg"
+    shutil.copy(victim, outside / "secret.jpg")
+    victim.unlink()
+    victim.symlink_to(outside / "secret.jpg")
+    line = refused(
+        "prepare",
+        "coco",
+        "--root",
+        coco,
+        "--out",
+        tmp_path / "p",
+        *extra,
+        watch=(coco, outside),
+        expect="1 of 320 listed images are symlinks leading outside the image folder",
+    )
+    assert victim.name in line and str(outside / "secret.jpg") in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "outside"]
+
+
+def test_symlinked_folder_is_a_layout_but_not_an_escape_route(tmp_path):
+    """A linked sub-folder (`sub -> /elsewhere`) is followed; a linked file in it leading out is still refused."""
+    img = _csv_images(tmp_path)
+    elsewhere = _csv_images(tmp_path / "x", ("c.jpg",))
+    (img / "sub").symlink_to(elsewhere)
+    csv = tmp_path / "t.csv"
+    csv.write_text("image,labels\na.jpg,dog\nsub/c.jpg,cat\n")
+    run_cli(*_csv_args(csv, img, tmp_path / "p"))
+    (elsewhere / "d.jpg").symlink_to(tmp_path / "t.csv")
+    csv.write_text("image,labels\na.jpg,dog\nsub/d.jpg,cat\n")
+    refused(*_csv_args(csv, img, tmp_path / "q"), watch=(img, csv), expect="symlinks leading outside")
+
+
+def test_symlink_alias_of_a_listed_image_is_a_duplicate(tmp_path):
+    """A symlink alias of a listed image was not refused as a duplicate."""
+    img = _csv_images(tmp_path)
+    (img / "alias.jpg").symlink_to("a.jpg")
+    csv = tmp_path / "t.csv"
+    csv.write_text("image,labels\na.jpg,dog\nb.jpg,cat\nalias.jpg,cat\n")
+    line = refused(*_csv_args(csv, img, tmp_path / "p"), watch=(img, csv), expect="listed twice")
+    assert "'alias.jpg'" in line and "'a.jpg'" in line
+    csv.write_text("image,labels\nb.jpg,cat\nalias.jpg,cat\n")  # a link within the folder to an unlisted file
+    run_cli(*_csv_args(csv, img, tmp_path / "p"))

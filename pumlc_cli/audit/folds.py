@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.outputs import FOLDS_FILE
 
 if TYPE_CHECKING:
     from pumlc_cli.train.start import TrainRequest
 
 FOLD_STREAM = 9001  # numpy.random.default_rng([seed, FOLD_STREAM]) draws the fold assignment
-FOLDS_FILE = "folds.json"
 
 
 def assign_folds(n: int, folds: int, seed: int) -> np.ndarray:

@@ -89,12 +89,13 @@ def csv_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def render(report: dict[str, Any], top: int) -> None:
-    """Top suggestions of each kind, per-class estimates, and (with a truth) how good the ranking is."""
+def render(report: dict[str, Any], top: int, stderr: bool = False) -> None:
+    """Top suggestions of each kind, per-class estimates, and (with a truth) how good the ranking is; on stderr
+    when `--csv -` puts the CSV on stdout."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(stderr=stderr)
     for kind, title in (("missing", "suspected missing positives"), ("wrong", "suspected wrong positives")):
         rows = [r for r in report["suggestions"] if r["kind"] == kind][:top]
         sample = "in-sample scores, " if report.get("in_sample") else ""

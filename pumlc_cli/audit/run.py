@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.outputs import is_stdout, prepared_inputs
 
 if TYPE_CHECKING:
     from pumlc_cli.train.start import TrainRequest
@@ -61,7 +62,8 @@ def run_audit(opts: AuditOptions) -> int:
     ckpt = resolve_checkpoint(opts.ckpt)
     payload = load_checkpoint(ckpt)
     data = opts.data or Path(payload["config"]["data"])
-    outputs = _check_outputs(opts, [ckpt, data, opts.folds_dir])
+    folds_dir = _check_folds_dir(opts, ckpt, data)
+    outputs = _check_outputs(opts, [ckpt, *prepared_inputs(data), folds_dir])
     prepared = load_prepared(data)
     check_classes(payload, list(prepared.classes), ckpt, data)
     plan = None
@@ -72,7 +74,7 @@ def run_audit(opts: AuditOptions) -> int:
         if not config.is_file() and not opts.train_args:
             raise PumlcError(f"{config}: missing; --folds needs the run's config.json or --train-args")
         template = replace(opts.fold_template, config=config if config.is_file() else None)
-        plan = plan_folds(prepared, opts.folds_dir or ckpt.parent / f"audit-folds{opts.folds}", opts.folds, opts.seed)
+        plan = plan_folds(prepared, folds_dir, opts.folds, opts.seed)
         if "LOCAL_RANK" not in os.environ:
             train_folds(prepared, plan, template)
     procs = opts.gpus if kind == "cuda" else opts.nproc
@@ -82,14 +84,23 @@ def run_audit(opts: AuditOptions) -> int:
     return 0
 
 
+def _check_folds_dir(opts: AuditOptions, ckpt: Path, data: Path) -> Path | None:
+    """With --folds, the folder the fold data and runs go to, checked before anything is written there: never
+    inside the prepared folder or its images, and only a new, empty or earlier folds folder."""
+    if not opts.folds:
+        return None
+    from pumlc_cli.outputs import check_output_folder
+
+    given = opts.folds_dir or ckpt.parent / f"audit-folds{opts.folds}"
+    return check_output_folder(given, "--folds-dir", inputs=[ckpt, *prepared_inputs(data)], kind="folds")
+
+
 def _check_outputs(opts: AuditOptions, inputs: list) -> dict[str, Path | None]:
-    """Every report path is checked before any training or scoring (h9's rules in `pumlc_cli.outputs`)."""
-    from pumlc_cli.outputs import check_distinct, check_output_file
+    """Every report path is checked before any training or scoring (the rules of `pumlc_cli.outputs`)."""
+    from pumlc_cli.outputs import check_report_files
 
     given = {"--csv": opts.csv_file, "--json": opts.json_file, "--plot": opts.plot}
-    outputs = {flag: check_output_file(path, flag, inputs=inputs, force=opts.force) for flag, path in given.items()}
-    check_distinct(outputs)
-    return outputs
+    return check_report_files(given, inputs=inputs, force=opts.force)
 
 
 def _score_and_report(
@@ -98,12 +109,12 @@ def _score_and_report(
     import numpy as np
     import torch
 
-    from pumlc_cli.atomic import write_text_atomic
     from pumlc_cli.audit.folds import ScoreOptions, score_folds, score_images
     from pumlc_cli.audit.report import build_report, csv_text, plot_audit, render
     from pumlc_cli.audit.scores import audit_scores
     from pumlc_cli.evaluate.evaluation import selected_weights
     from pumlc_cli.runtime import dist
+    from pumlc_cli.textout import write_text
 
     parts = [(name, prepared.split_data(name)) for name in AUDITED[opts.split]]
     images = [img for _, part in parts for img in part.images]
@@ -115,7 +126,7 @@ def _score_and_report(
     info = dist.setup(kind)
     try:
         amp = "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "none"
-        score_opts = ScoreOptions(opts.batch_size, opts.workers, amp, show_progress=opts.json_file != Path("-"))
+        score_opts = ScoreOptions(opts.batch_size, opts.workers, amp, show_progress=not is_stdout(opts.json_file))
         if plan is not None:
             probs = score_folds(prepared, plan, info, score_opts)
         else:
@@ -140,7 +151,7 @@ def _score_and_report(
         result, images, splits, list(prepared.classes), truth if differs else None, floor=opts.floor, source=source
     )
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
-    if opts.json_file == Path("-"):
+    if is_stdout(opts.json_file):
         sys.stdout.write(text)
     else:
         if source["in_sample"]:
@@ -150,11 +161,11 @@ def _score_and_report(
                 "that did not see it",
                 file=sys.stderr,
             )
-        render(report, opts.top)
+        render(report, opts.top, stderr=is_stdout(opts.csv_file))
         if outputs["--json"]:
-            write_text_atomic(outputs["--json"], text)
-    if outputs["--csv"]:
-        write_text_atomic(outputs["--csv"], csv_text(report["suggestions"]))
+            write_text(outputs["--json"], text)
+    if opts.csv_file is not None:
+        write_text(outputs["--csv"] or "-", csv_text(report["suggestions"]))
     if outputs["--plot"]:
         plot_audit(outputs["--plot"], report)
 

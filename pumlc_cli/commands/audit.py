@@ -25,7 +25,9 @@ def audit(
     floor: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="--csv/--json keep suggestions with score ≥ this.")
     ] = 0.1,
-    csv_file: Annotated[Path | None, typer.Option("--csv", help="Every suggestion above the floor, ranked.")] = None,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Every suggestion above the floor, ranked ('-': stdout).")
+    ] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="The whole report ('-': stdout only).")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG of the per-class estimated rates.")] = None,
     folds: Annotated[int, typer.Option(min=0, help="Cross-fit K models on K−1 folds of train each (0: off).")] = 0,

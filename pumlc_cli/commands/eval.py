@@ -45,7 +45,7 @@ def eval_command(
     ] = None,
     scores_file: Annotated[
         Path | None,
-        typer.Option("--save-scores", help="Write images, targets, scores (.npz).", rich_help_panel=_OUT),
+        typer.Option("--save-scores", help="Write images, targets, scores (.npz file).", rich_help_panel=_OUT),
     ] = None,
     per_class_csv: Annotated[
         Path | None,

@@ -170,30 +170,22 @@ def _prepare(
 ) -> None:
     """The shared tail of every `prepare` command: check the options and the output, claim the output, then
     read, corrupt and write. A signal or an error leaves no temporary folder behind."""
-    from pumlc_cli.outputs import check_not_input, check_output_folder, claim
+    from pumlc_cli.outputs import check_not_input, check_output_folder, claim, dataset_inputs
     from pumlc_cli.runtime.interrupt import Stopped, stop_on_signals
 
     spec.validate()
-    target = check_output_folder(out, "--out", inputs=[*inputs, spec.noise_file])
+    target = check_output_folder(out, "--out", inputs=[*inputs, spec.noise_file], kind="prepared")
     _precheck(out, options)
-    _check_replaceable(target)
     try:
         with stop_on_signals(), claim(target, "pumlc prepare"):
             remove_stale(target)
             table = read()
-            check_not_input(target, "--out", [*table.image_dirs, *(s["path"] for s in table.sources)])
+            sources = [s["path"] for s in table.sources]
+            check_not_input(target, "--out", dataset_inputs(table.image_root, table.image_dirs, sources))
             _summary(target, prepare_dataset(table, target, spec, options))
     except Stopped as stop:
         print(f"pumlc: {stop}; nothing was written to {target}", file=sys.stderr)
         raise typer.Exit(stop.code) from None
-
-
-def _check_replaceable(out: Path) -> None:
-    """--force replaces a prepared folder (or an empty one), never any other folder."""
-    from pumlc_cli.outputs import is_prepared_folder
-
-    if out.is_dir() and any(out.iterdir()) and not is_prepared_folder(out):
-        raise PumlcError(f"{out}: not a folder written by `pumlc prepare`; --force only replaces prepared folders")
 
 
 def _summary(out: Path, manifest: dict) -> None:

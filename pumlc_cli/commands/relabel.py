@@ -37,11 +37,14 @@ def relabel(
     from pumlc_cli.audit.relabel import Selection, plan_change
     from pumlc_cli.audit.relabel import relabel as do_relabel
     from pumlc_cli.data.prepared import load_prepared
-    from pumlc_cli.outputs import check_output_folder, claim
+    from pumlc_cli.errors import PumlcError
+    from pumlc_cli.outputs import check_output_folder, claim, prepared_inputs
 
     kinds = ("missing", "wrong") if kind == "all" else (kind,)
     names = tuple(c for item in classes or [] for c in item.split(",") if c)
-    target = check_output_folder(out, "--out", inputs=[data, audit_csv])
+    target = check_output_folder(out, "--out", inputs=[*prepared_inputs(data), audit_csv], kind="prepared")
+    if target.exists() and not force:
+        raise PumlcError(f"{target}: already exists (use --force to replace it)")
     prepared = load_prepared(data)
     selection = Selection(kinds, accept_top, min_score, names)
     change = plan_change(prepared, audit_csv, selection)

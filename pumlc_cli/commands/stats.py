@@ -43,6 +43,7 @@ def stats(
         Path | None,
         typer.Option("--json", help="Also write the numbers as JSON to FILE ('-': JSON alone on stdout)."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --json file.")] = False,
 ) -> None:
     """How many labels each split holds: hidden positives/negatives, false negatives/positives, per class."""
     from pumlc_cli.data.prepared import load_prepared
@@ -50,20 +51,19 @@ def stats(
     from pumlc_cli.outputs import check_output_file, prepared_inputs
     from pumlc_cli.textout import is_stdout, table_console, write_text
 
-    # an existing report is replaced as before; the data it describes and its own files never are
-    check_output_file(json_file, "--json", inputs=prepared_inputs(path), force=True)
+    target = check_output_file(json_file, "--json", inputs=prepared_inputs(path), force=force)
     prepared = load_prepared(path)
     if classes:
         rows = class_counts(prepared)
         if json_file is not None:
-            write_text(json_file, json.dumps({"path": str(prepared.path), "classes": rows}, indent=2) + "\n")
+            write_text(target or "-", json.dumps({"path": str(prepared.path), "classes": rows}, indent=2) + "\n")
         if not is_stdout(json_file):
             _class_table(rows, path)
         return
     result = dataset_stats(prepared, split)
     result["per_class"] = sort_rows(result["per_class"], sort)
     if json_file is not None:
-        write_text(json_file, json.dumps(result, indent=2) + "\n")
+        write_text(target or "-", json.dumps(result, indent=2) + "\n")
         if is_stdout(json_file):
             return
     console = table_console()

@@ -62,7 +62,7 @@ def run_eval(opts: EvalOptions) -> int:
     data = opts.data or Path(payload["config"]["data"])
     if not (data / "manifest.json").is_file():
         raise PumlcError(f"{data}: not a prepared folder (no manifest.json); pass --data")
-    check_report_files(  # before the evaluation, so a bad path never costs its results
+    outputs = check_report_files(  # before the evaluation, so a bad path never costs its results
         {
             "--json": opts.json_file,
             "--plot": opts.plot,
@@ -81,11 +81,13 @@ def run_eval(opts: EvalOptions) -> int:
         from pumlc_cli.runtime.launch import run_local
 
         return run_local(procs, ["eval", str(ckpt), "--data", str(data), "--device", kind, *opts.argv])
-    _evaluate_and_report(opts, ckpt, payload, data, kind)
+    _evaluate_and_report(opts, outputs, ckpt, payload, data, kind)
     return 0
 
 
-def _evaluate_and_report(opts: EvalOptions, ckpt: Path, payload: dict[str, Any], data: Path, kind: str) -> None:
+def _evaluate_and_report(
+    opts: EvalOptions, outputs: dict[str, Path | None], ckpt: Path, payload: dict[str, Any], data: Path, kind: str
+) -> None:
     import torch
 
     from pumlc_cli.data.prepared import load_prepared
@@ -124,11 +126,11 @@ def _evaluate_and_report(opts: EvalOptions, ckpt: Path, payload: dict[str, Any],
     )
     render(report, opts.voc11, stderr=is_stdout(opts.json_file) or is_stdout(opts.per_class_csv))
     if opts.json_file:
-        write_text(opts.json_file, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_text(outputs["--json"] or "-", json.dumps(report, indent=2, allow_nan=False) + "\n")
     if opts.per_class_csv:
-        write_text(opts.per_class_csv, per_class_csv(result, classes, headline, opts.threshold, chosen))
-    if opts.scores_file:
-        with atomic_path(opts.scores_file) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
+        write_text(outputs["--per-class-csv"] or "-", per_class_csv(result, classes, headline, opts.threshold, chosen))
+    if outputs["--save-scores"]:
+        with atomic_path(outputs["--save-scores"]) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
             np.savez_compressed(
                 fh,
                 images=np.array(result.images),
@@ -136,10 +138,10 @@ def _evaluate_and_report(opts: EvalOptions, ckpt: Path, payload: dict[str, Any],
                 classes=np.array(classes),
                 **{f"scores_{name}": scores for name, scores in result.scores.items()},
             )
-    if opts.plot:
+    if outputs["--plot"]:
         from pumlc_cli.evaluate.plots import plot_per_class
 
-        plot_per_class(opts.plot, classes, result.metrics[headline]["per_class_ap"], load_prepared(data))
+        plot_per_class(outputs["--plot"], classes, result.metrics[headline]["per_class_ap"], load_prepared(data))
 
 
 def build_report(

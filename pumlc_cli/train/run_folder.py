@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pumlc_cli.atomic import write_bytes_atomic
-from pumlc_cli.errors import PumlcError
-from pumlc_cli.outputs import RUN_FILES, check_output_folder, claim
-
-# Temp files of `pumlc_cli.atomic.atomic_path` (".last.tmp<pid>.pt"), left only by a killed process.
-_STALE = re.compile(r"^\.[\w-]+\.tmp\d+(\.[\w]+)?$")
-
-
-def foreign_entries(folder: Path) -> list[str]:
-    """Entries of `folder` that a pumlc run does not write."""
-    return sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILES and not _STALE.match(p.name))
+from pumlc_cli.outputs import STALE_TEMP, check_output_folder, claim
 
 
 @contextmanager
-def claim_run_folder(out: Path, *, inputs: Iterable[Path | str | None], resume: bool) -> Iterator[Path]:
-    """Check `out` (not an input, not a file, writable; a fresh run only in a new, empty or pumlc run folder),
+def claim_run_folder(out: Path, *, inputs: Iterable[Path | str | None]) -> Iterator[Path]:
+    """Check `out` (not an input, not a file, writable; a new, empty or pumlc run folder),
     hold its lock for the block, remove temp files a killed run left, and, when the block fails before any
     checkpoint exists, remove what it created (a failed start leaves nothing)."""
-    target = check_output_folder(out, "--out", inputs=inputs)
-    if target.is_dir() and not resume:
-        foreign = foreign_entries(target)
-        if foreign:
-            raise PumlcError(
-                f"{target}: holds files that are not a pumlc run's ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder"
-            )
+    target = check_output_folder(out, "--out", inputs=inputs, kind="run")
     created = not target.exists()
     before = {} if created else {p.name: p for p in target.iterdir()}
     config = target / "config.json"
@@ -41,7 +24,7 @@ def claim_run_folder(out: Path, *, inputs: Iterable[Path | str | None], resume: 
     checkpoint = _signature(target / "last.pt")
     with claim(target, "pumlc train"):
         if target.is_dir():
-            for stale in (p for p in target.iterdir() if _STALE.match(p.name)):
+            for stale in (p for p in target.iterdir() if STALE_TEMP.match(p.name)):
                 stale.unlink(missing_ok=True)
         try:
             yield target

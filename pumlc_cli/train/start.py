@@ -101,15 +101,15 @@ def start_training(req: TrainRequest) -> int:
 
 
 def _claim_and_start(cfg: Any, req: TrainRequest, saved: Path, notes: list[str]) -> int:
-    from pumlc_cli.outputs import prepared_inputs, resolved_path
+    from pumlc_cli.outputs import prepared_inputs
     from pumlc_cli.runtime.interrupt import Stopped, stop_on_signals
     from pumlc_cli.train.run_folder import claim_run_folder
 
-    own_config = req.config is not None and resolved_path(req.config) == resolved_path(saved)  # its config.json
-    inputs = [*prepared_inputs(cfg.data), None if own_config else req.config, cfg.pretrained_path, cfg.class_embeddings]
+    # --config is an input like any other: one inside --out would be overwritten by the run's own config.json
+    inputs = [*prepared_inputs(cfg.data), req.config, cfg.pretrained_path, cfg.class_embeddings]
     try:
         # until the trainer installs its own handlers (which save a checkpoint), a signal undoes the start
-        with stop_on_signals(), claim_run_folder(req.out, inputs=inputs, resume=req.resume):
+        with stop_on_signals(), claim_run_folder(req.out, inputs=inputs):
             _print_notes(notes)  # after every refusal, so a refused start stays one line
             return _start(cfg, req.out, saved)
     except Stopped as stop:

@@ -104,18 +104,48 @@ def refuse_duplicates(images: list[str], origin: Callable[[int], str]) -> None:
 
 
 def check_listed_files(root: Path, images: list[str], examples: int = 3) -> None:
-    """One `stat` per listed image: every one exists and is a regular file (not a folder, FIFO or device, which
-    a decoder would block on or fail late). Refusals give counts and a few examples."""
+    """Every listed image exists, is a regular file (not a folder, FIFO or device, which a decoder would block on
+    or fail late) and is not a symlink leading out of the image folder (it would read, and cache, a file the
+    dataset does not hold; a linked sub-folder, as in `JPEGImages -> /disk/voc`, is a layout and is followed);
+    two entries reaching one file through a symlink are the same image listed twice.
+    One `lstat` per image and one `realpath` per folder; refusals give counts and a few examples."""
+    real_root = os.path.realpath(root)
+    real_dirs: dict[str, str] = {}
+    listed: dict[str, str] = {}  # real path -> the first entry reaching it
     missing: list[str] = []
     irregular: list[str] = []
+    escaping: list[str] = []
     for rel in images:
+        folder, _, name = rel.rpartition("/")
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(os.path.join(real_root, folder))
+        path = os.path.join(real_dirs[folder], name)
         try:
-            mode = os.stat(os.path.join(root, rel)).st_mode
+            st: os.stat_result | None = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                path, st = os.path.realpath(path), None
+        except OSError:
+            missing.append(rel)
+            continue
+        if st is None and not any(os.path.commonpath([path, top]) == top for top in (real_root, real_dirs[folder])):
+            escaping.append(f"{rel} -> {path}")
+            continue
+        try:
+            mode = (st or os.stat(path)).st_mode
         except OSError:
             missing.append(rel)
             continue
         if not stat.S_ISREG(mode):
             irregular.append(rel)
+            continue
+        first = listed.setdefault(path, rel)
+        if first != rel:
+            raise PumlcError(f"{root}: image {rel!r} is listed twice (also as {first!r}: both are {path})")
+    if escaping:
+        raise PumlcError(
+            f"{root}: {len(escaping)} of {len(images)} listed images are symlinks leading outside the image folder "
+            f"(e.g. {', '.join(escaping[:examples])}); give the folder they live in"
+        )
     if missing and not (Path(root) / missing[0]).parent.is_dir():
         folder = (Path(root) / missing[0]).parent
         raise PumlcError(f"{folder}: image folder not found ({len(missing)} of {len(images)} listed images missing)")

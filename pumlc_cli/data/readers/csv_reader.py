@@ -1,6 +1,7 @@
 """A user's own labels: CSV files with a header holding `image` and `labels` columns, optionally `negatives`.
 
 `labels` lists an image's classes separated by `sep` (default: whitespace); an empty field means no class.
+A row with more fields than the header is refused, not cut: `img,a,b` is two labels split by an unquoted comma.
 Without a `negatives` column every listed class is a positive and every other class a negative. With one, it lists
 the classes checked absent (verified negatives) and every class in neither field is unknown (0), in the truth
 too: a CSV that lists only some positives then says so instead of inventing negatives. Train and test files must
@@ -80,6 +81,11 @@ def _rows(path: Path, sep: str | None) -> tuple[list[_Row], bool, bytes]:
             continue
         if len(rec) <= max(ci, cl, cn or 0):
             raise PumlcError(f"{path}:{line_no}: expected {len(header)} fields, got {len(rec)}")
+        if any(f.strip() for f in rec[len(header) :]):  # `img,a,b`: the labels were split by an unquoted comma
+            raise PumlcError(
+                f"{path}:{line_no}: {len(rec)} fields but the header has {len(header)} ({','.join(header)}); "
+                'quote a field that holds commas ("a,b") or separate labels with spaces'
+            )
         image = rec[ci].strip()
         if not image:
             raise PumlcError(f"{path}:{line_no}: empty image path")
