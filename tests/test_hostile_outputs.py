@@ -369,7 +369,7 @@ def gone_nothing(*args, watch: tuple[Path, ...], expect: str) -> str:
 
 
 def _relabel(data: Path, sugg: Path, out: Path, *extra) -> list:
-    return ["relabel", data, "--from", sugg, "--accept-top", "3", "--out", out, *extra]
+    return ["relabel", data, "--from", sugg, "--accept-top", "3", "--min-precision", "0", "--out", out, *extra]
 
 
 def test_relabel_force_never_replaces_an_image_root_a_run_or_a_user_folder(
