@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,18 @@ def temp_dir_beside(out: Path, suffix: str = ".tmp") -> Path:
     return tmp
 
 
+def remove_stale(out: Path) -> list[Path]:
+    """Temp and replaced folders a killed run (`prepare`, `synth`) left beside `out`; call it holding `out`'s lock."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:[a-z0-9_]{{8}}\.tmp|old-[0-9a-f]{{32}})$")
+    stale = [p for p in out.parent.iterdir() if pattern.match(p.name)] if out.parent.is_dir() else []
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, so writers pick the format); rename it over `path`
@@ -38,8 +52,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:
+    """UTF-8; a file name that is not UTF-8 (kept by Python as surrogates) is written as its own bytes."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(text.encode("utf-8", "surrogateescape"))
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Annotated
 
@@ -9,6 +10,9 @@ import typer
 
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.help import CONTEXT, HelpCommand, WorkflowGroup, examples, parser_error_line
+
+# OSErrors that name a problem of the machine or the user's files, not of pumlc: one line, exit 2
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 app = typer.Typer(
     name="pumlc",
@@ -68,9 +72,24 @@ _register()
 
 def main() -> None:
     """Entry point: bad input (a file, a value, a flag) becomes one line on stderr and exit code 2; anything
-    unexpected (a bug) one line naming a saved traceback file, exit code 1."""
+    unexpected (a bug) one line naming a saved traceback file, exit code 1. No worker process outlives it."""
+    from pumlc_cli.runtime.workers import end_children
+
     try:
-        result = app(prog_name="pumlc", standalone_mode=False)
+        _main_inner()
+    finally:
+        end_children()
+
+
+def _main_inner() -> None:
+    from pumlc_cli.runtime.interrupt import Stopped, stop_on_signals
+
+    try:
+        with stop_on_signals():  # a signal unwinds like an error: temp folders and locks go on the way out
+            result = app(prog_name="pumlc", standalone_mode=False)
+    except Stopped as stop:
+        print(f"pumlc: {stop}", file=sys.stderr)
+        sys.exit(stop.code)
     except typer.Abort:
         print("pumlc: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -82,6 +101,12 @@ def main() -> None:
         sys.exit(err.exit_code)
     except PumlcError as err:
         print(f"pumlc: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # the environment said no (permissions, read-only or full disk): not a bug
+        if err.errno not in ENVIRONMENT_ERRNOS:
+            print(f"pumlc: error: {unexpected(err)}", file=sys.stderr)
+            sys.exit(1)
+        print(f"pumlc: error: {err.filename or 'a file'}: {err.strerror}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:  # the last resort: never a traceback on the terminal
         print(f"pumlc: error: {unexpected(err)}", file=sys.stderr)

@@ -110,3 +110,19 @@ def parser_error_line(err: typer.TyperException) -> str:
     message = first_line(" ".join(err.format_message().replace("Value error, ", "").split()))
     ctx = getattr(err, "ctx", None)
     return f"{message} (see `{ctx.command_path} -h`)" if ctx is not None else message
+
+
+def unit_interval(text: str) -> float:
+    """A score or rate option's value: a number in [0, 1]. `nan` is named as such (a range check would say it is
+    above 1)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number") from None
+    if math.isnan(value):
+        raise typer.BadParameter("nan is not a number")
+    if not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"must be between 0 and 1, got {text}")
+    return value

@@ -68,7 +68,7 @@ def is_run_folder(folder: Path) -> bool:
 def is_prepared_folder(folder: Path) -> bool:
     try:
         return json.loads((folder / "manifest.json").read_bytes()).get("format") == "pumlc-prepared"
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -336,7 +336,7 @@ def prepared_inputs(folder: Path | str) -> list[Path]:
         manifest = json.loads((folder / "manifest.json").read_bytes())
         sources = [s["path"] for s in manifest.get("sources") or []]
         return [folder, *dataset_inputs(manifest["image_root"], manifest.get("image_dirs") or [], sources)]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return [folder]  # not a readable manifest: loading the folder will say so
 
 

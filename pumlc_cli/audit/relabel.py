@@ -9,7 +9,6 @@ per class.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -19,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pumlc_cli.data.readers import csv_rows
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import read_input
 
 REQUIRED = ("kind", "rank", "image", "split", "class", "score", "observed")
 NEW_VALUE = {"missing": 1, "wrong": 0}
@@ -97,12 +98,13 @@ class Change:
 def read_suggestions(path: Path, prepared) -> list[Suggestion]:
     """Rows of an audit CSV, checked against the prepared folder; a mismatch names the line and stops."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise PumlcError(f"{path}: cannot read ({err.strerror})") from None
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    try:  # a byte-order mark (a spreadsheet's "CSV UTF-8") is not part of the first column's name
+        text = read_input(path, "audit CSV").decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PumlcError(f"{path}: not a UTF-8 text file") from None
+    rows = csv_rows(text, path)
+    fieldnames = next(rows, None) or []
+    missing = [c for c in REQUIRED if c not in fieldnames]
     if missing:
         raise PumlcError(f"{path}: not an audit CSV (missing columns {', '.join(missing)})")
     frame = prepared.frame
@@ -111,9 +113,10 @@ def read_suggestions(path: Path, prepared) -> list[Suggestion]:
     observed = frame[[f"observed:{c}" for c in prepared.classes]].to_numpy(dtype=np.int8)
     out: list[Suggestion] = []
     seen: set[tuple[int, int]] = set()
-    for line, rec in enumerate(reader, start=2):
+    for line, values in enumerate(rows, start=2):
         at = f"{path}: line {line}"
-        kind, split, image, name = rec["kind"], rec["split"], rec["image"], rec["class"]
+        rec = dict(zip(fieldnames, values, strict=False))
+        kind, split, image, name = (rec.get(c, "") for c in ("kind", "split", "image", "class"))
         if kind not in NEW_VALUE:
             raise PumlcError(f"{at}: kind {kind!r} is not missing or wrong")
         if split not in ("train", "val"):
@@ -208,7 +211,7 @@ def relabel(
             "source": str(prepared.path),
             "source_manifest_sha256": prepared.manifest_hash,
             "audit_file": str(audit_csv),
-            "audit_sha256": hashlib.sha256(Path(audit_csv).read_bytes()).hexdigest(),
+            "audit_sha256": hashlib.sha256(read_input(audit_csv, "audit CSV")).hexdigest(),
             "kinds": list(sel.kinds),
             "accept_top": sel.accept_top,
             "min_score": sel.min_score,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.outputs import is_stdout, prepared_inputs
+from pumlc_cli.runtime.workers import cap_workers
 
 if TYPE_CHECKING:
     from pumlc_cli.train.start import TrainRequest
@@ -50,17 +51,17 @@ class AuditOptions:
 
 def run_audit(opts: AuditOptions) -> int:
     """Score (training the fold models first with --folds), rank and report; returns the exit code."""
-    import torch
 
     from pumlc_cli.audit.folds import plan_folds, train_folds
     from pumlc_cli.data.prepared import load_prepared
     from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint, resolve_checkpoint
-    from pumlc_cli.runtime.dist import check_gpus
+    from pumlc_cli.runtime.dist import check_gpus, device_kind
 
-    kind = opts.device if opts.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    kind = device_kind(opts.device)
     check_gpus(opts.gpus, kind)  # before any fold is trained
     ckpt = resolve_checkpoint(opts.ckpt)
     payload = load_checkpoint(ckpt)
+    opts = replace(opts, workers=cap_workers("--workers", opts.workers))
     data = opts.data or Path(payload["config"]["data"])
     folds_dir = _check_folds_dir(opts, ckpt, data)
     outputs = _check_outputs(opts, [ckpt, *prepared_inputs(data), folds_dir])

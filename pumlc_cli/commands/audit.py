@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.help import unit_interval
 
 if TYPE_CHECKING:
     from pumlc_cli.train.start import TrainRequest
@@ -23,7 +24,8 @@ def audit(
     split: Annotated[Split, typer.Option(help="train, val or all (= train + val; test is never audited).")] = "train",
     top: Annotated[int, typer.Option(min=0, help="Suggestions of each kind shown in the tables.")] = 10,
     floor: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="--csv/--json keep suggestions with score ≥ this.")
+        float,
+        typer.Option(parser=unit_interval, metavar="FLOAT", help="--csv/--json keep suggestions with score ≥ this."),
     ] = 0.1,
     csv_file: Annotated[
         Path | None, typer.Option("--csv", help="Every suggestion above the floor, ranked ('-': stdout).")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from pumlc_cli.help import examples
+from pumlc_cli.help import examples, unit_interval
 
 EXAMPLES = examples(
     "pumlc eval runs/pu",
@@ -28,7 +28,11 @@ def eval_command(
     split: Annotated[Literal["train", "val", "test"], typer.Option(help="Split to score.")] = "test",
     threshold: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Fixed threshold for CP/CR/CF1/OP/OR/OF1 (also shown: at val thresholds)."),
+        typer.Option(
+            parser=unit_interval,
+            metavar="FLOAT",
+            help="Fixed threshold for CP/CR/CF1/OP/OR/OF1 (also shown: at val thresholds).",
+        ),
     ] = 0.5,
     mask_unknown: Annotated[
         bool, typer.Option("--mask-unknown", help="Score against the observed labels, unknowns ignored.")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from pumlc_cli.help import examples
+from pumlc_cli.help import examples, unit_interval
 
 EXAMPLES = examples(
     "pumlc predict runs/pu photo.jpg holiday/ --top-k 3",
@@ -24,8 +24,8 @@ def predict(
     threshold: Annotated[
         float | None,
         typer.Option(
-            min=0.0,
-            max=1.0,
+            parser=unit_interval,
+            metavar="FLOAT",
             show_default="the per-class thresholds chosen on val in training, else 0.5",
             help="Label the classes scoring at least this.",
         ),

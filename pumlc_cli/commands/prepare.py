@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import typer
 
+from pumlc_cli.atomic import remove_stale
 from pumlc_cli.data.corrupt import CorruptionSpec, check_seed
-from pumlc_cli.data.prepared import WriteOptions, prepare_dataset, remove_stale
+from pumlc_cli.data.prepared import WriteOptions, prepare_dataset
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.help import CONTEXT, HelpCommand, HelpGroup, examples
 

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from pumlc_cli.help import unit_interval
+
 Kind = Literal["missing", "wrong", "all"]
 
 
@@ -16,7 +18,8 @@ def relabel(
     out: Annotated[Path, typer.Option(help="New prepared folder.")],
     accept_top: Annotated[int | None, typer.Option(min=0, help="Accept the K best suggestions of each kind.")] = None,
     min_score: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Accept suggestions with score ≥ S (est. precision).")
+        float | None,
+        typer.Option(parser=unit_interval, metavar="FLOAT", help="Accept suggestions with score ≥ S (est. precision)."),
     ] = None,
     kind: Annotated[Kind, typer.Option(help="missing (→ positive), wrong (→ unknown) or all.")] = "missing",
     classes: Annotated[list[str] | None, typer.Option("--classes", help="Only these classes (repeatable).")] = None,

@@ -22,15 +22,14 @@ record (parameters, seed, generator, realised counts) that goes into the manifes
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pumlc_cli.data.readers import read_source, sha256_bytes
+from pumlc_cli.data.readers import csv_rows, read_source, sha256_bytes
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import input_file
 
 STREAMS = {"noise": 1, "single_positive": 2, "drop_positives": 3, "val_split": 4}
 MAX_SEED = 2**32 - 1
@@ -83,8 +82,8 @@ class CorruptionSpec:
         ]
         if len(chosen) > 1:
             raise PumlcError(f"{' and '.join(chosen)} are mutually exclusive: choose one way of hiding labels")
-        if self.noise_file is not None and not Path(self.noise_file).is_file():
-            raise PumlcError(f"{self.noise_file}: noise file not found")
+        if self.noise_file is not None:
+            input_file(self.noise_file, "noise file")
 
 
 def read_noise_file(path: Path, classes: list[str]) -> tuple[dict[str, dict[str, float]], str]:
@@ -97,7 +96,7 @@ def read_noise_file(path: Path, classes: list[str]) -> tuple[dict[str, dict[str,
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise PumlcError(f"{path}: not a UTF-8 text file") from None
-    reader = csv.reader(io.StringIO(text))
+    reader = csv_rows(text, path)
     header = [h.strip().lower() for h in next(reader, [])]
     if "class" not in header or not ({"fn", "fp"} & set(header)):
         raise PumlcError(f"{path}: header must be 'class,fn,fp' (fn or fp may be left out)")

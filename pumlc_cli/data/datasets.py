@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from pumlc_cli.data.pixels import rgb8
+from pumlc_cli.data.pixels import open_image, rgb8
 from pumlc_cli.errors import PumlcError, first_line
 
 MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +29,7 @@ def open_rgb(path: Path, min_side: int | None = None) -> Image.Image:
     """Open an image as RGB; JPEG draft mode decodes at a reduced size when the target is much smaller.
 
     Anything that is not a decodable regular image file is one `PumlcError` naming it: a FIFO or device (which
-    would block the reader), a decompression bomb (Pillow's pixel limit), a truncated or damaged file.
+    would block the reader), a decompression bomb (more than `pixels.MAX_PIXELS`), a truncated or damaged file.
     """
     try:
         mode = os.stat(path).st_mode
@@ -38,12 +38,12 @@ def open_rgb(path: Path, min_side: int | None = None) -> Image.Image:
     if not stat.S_ISREG(mode):
         raise PumlcError(f"{path}: not a regular file")
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if min_side is not None and img.format == "JPEG":
                 img.draft("RGB", (min_side, min_side))
             return rgb8(img)
-    except Image.DecompressionBombError as err:
-        raise PumlcError(f"{path}: refused, too many pixels ({str(err).split('could')[0].strip()})") from None
+    except PumlcError:
+        raise
     except MemoryError:
         raise PumlcError(f"{path}: image too large to decode in memory") from None
     except Exception as err:  # Pillow raises many types (OSError, SyntaxError, struct.error...) for damaged files

@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path, PurePosixPath
 
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.runtime.interrupt import ignore_stop_signals
+from pumlc_cli.runtime.workers import available_cpus, cap_workers, init_worker
 
 CACHE_DIR = "images"
 CACHE_QUALITY = 95
@@ -42,10 +42,10 @@ def cache_one(src: str, dst: str, shorter_side: int) -> str | None:
     """
     from PIL import Image
 
-    from pumlc_cli.data.pixels import rgb8
+    from pumlc_cli.data.pixels import open_image, rgb8
 
     try:
-        with Image.open(src) as img:
+        with open_image(src) as img:
             w, h = img.size
             small = min(w, h) <= shorter_side
             if small and img.format == "JPEG" and img.mode in ("RGB", "L"):
@@ -59,7 +59,9 @@ def cache_one(src: str, dst: str, shorter_side: int) -> str | None:
             size = (shorter_side, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), shorter_side)
             rgb = rgb.resize(size, Image.BICUBIC)
         rgb.save(dst, format="JPEG", quality=CACHE_QUALITY)
-    except Exception as err:  # PIL raises many types for damaged files (DecompressionBombError included)
+    except PumlcError as err:  # more pixels than pumlc decodes
+        return str(err)
+    except Exception as err:  # PIL raises many types for damaged files
         return f"{src}: cannot be cached as an image ({err.__class__.__name__}: {err})"
     return None
 
@@ -89,14 +91,14 @@ def write_image_cache(
         jobs.append((str(Path(image_root) / rel), str(dst)))
     for folder in sorted({str(Path(dst).parent) for _, dst in jobs}):
         os.makedirs(folder, exist_ok=True)
-    workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
+    workers = min(cap_workers("--cache-workers", workers) if workers else available_cpus(), max(1, len(jobs)))
     size = max(1, min(_CHUNK, -(-len(jobs) // (4 * workers))))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     if workers == 1:
         errors = (_cache_chunk(chunk, shorter_side) for chunk in chunks)
         _raise_first(errors)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=ignore_stop_signals)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=init_worker)
     try:
         futures = [pool.submit(_cache_chunk, chunk, shorter_side) for chunk in chunks]
         _raise_first(f.result() for f in futures)

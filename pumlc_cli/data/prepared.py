@@ -28,6 +28,7 @@ from pumlc_cli.data.image_cache import CACHE_DIR, cache_record, check_cache_size
 from pumlc_cli.data.readers import LabelTable, check_listed_files, contained_name
 from pumlc_cli.data.splits import carve_validation
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import input_folder, read_input
 
 LABELS_FILE = "labels.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -99,12 +100,12 @@ def load_prepared(path: str | Path) -> Prepared:
 
     path = Path(path)
     man_file, lab_file = path / MANIFEST_FILE, path / LABELS_FILE
-    if not path.is_dir():
+    if not path.exists():
         raise PumlcError(f"{path}: prepared folder not found (create it with `pumlc prepare`)")
-    try:
-        raw = man_file.read_bytes()
-    except OSError:
-        raise PumlcError(f"{man_file}: missing (not a folder written by `pumlc prepare`)") from None
+    input_folder(path, "prepared folder")
+    if not man_file.exists():
+        raise PumlcError(f"{man_file}: missing (not a folder written by `pumlc prepare`)")
+    raw = read_input(man_file, "manifest")
     try:
         manifest = json.loads(raw)
         classes = manifest["classes"]
@@ -114,16 +115,13 @@ def load_prepared(path: str | Path) -> Prepared:
         cache = manifest.get("image_cache")
         # Resolved against the folder itself, so a prepared folder with its cache can be moved or copied.
         image_root = (path / cache["dir"]).resolve() if cache else source_root
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise PumlcError(f"{man_file}: malformed manifest") from None
     if len(set(classes)) != len(classes):
         raise PumlcError(f"{man_file}: a class is listed twice")
-    try:
-        data = lab_file.read_bytes()
-    except FileNotFoundError:
-        raise PumlcError(f"{lab_file}: missing") from None
-    except OSError as err:
-        raise PumlcError(f"{lab_file}: cannot read ({err.strerror})") from None
+    if not lab_file.exists():
+        raise PumlcError(f"{lab_file}: missing")
+    data = read_input(lab_file, "label table")
     expected_hash = manifest.get("labels_sha256")
     if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
         raise PumlcError(f"{lab_file}: changed since `pumlc prepare` wrote it (sha256 differs from {man_file.name})")
@@ -156,8 +154,13 @@ def _check_frame(frame, classes: list[str], lab_file: Path) -> None:
         raise PumlcError(f"{lab_file}: columns {', '.join(extra[:5])} are not in the manifest's classes")
     labels = frame[label_cols].to_numpy()
     if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < -1 or labels.max() > 1):
-        bad = sorted({str(v) for v in np.unique(labels) if v not in (-1, 0, 1)})[:3]
-        raise PumlcError(f"{lab_file}: labels must be -1, 0 or 1, found {', '.join(bad)}")
+        import pandas as pd
+
+        values = set(labels.ravel().tolist())  # any types: strings, floats, None
+        bad = sorted(repr(v) for v in values if isinstance(v, str | bytes) or v not in (-1, 0, 1))[:3]
+        kinds = sorted({str(t) for t in frame[label_cols].dtypes if not pd.api.types.is_integer_dtype(t)})
+        found = ", ".join(bad) if bad else f"{'/'.join(kinds)} columns"  # e.g. floats that are all -1, 0 or 1
+        raise PumlcError(f"{lab_file}: labels must be -1, 0 or 1, found {found}")
     splits = set(frame["split"].unique())
     if not splits <= set(SPLITS):
         bad = sorted(map(str, splits - set(SPLITS)))
@@ -249,29 +252,19 @@ def write_prepared(
         raise
 
 
-def remove_stale(out: Path) -> list[Path]:
-    """Temp and replaced folders a killed `prepare` left beside `out`; call it while holding `out`'s lock."""
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:[a-z0-9_]{{8}}\.tmp|old-[0-9a-f]{{32}})$")
-    stale = [p for p in out.parent.iterdir() if pattern.match(p.name)] if out.parent.is_dir() else []
-    for p in stale:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-    return stale
-
-
 def check_image_files(table: LabelTable) -> None:
     """Every listed image exists and opens as an image (header parsed and pixels decoded at reduced size)."""
-    from PIL import Image
+    from pumlc_cli.data.pixels import open_image
 
     check_listed_files(table.image_root, table.images)
     for rel in table.images:
         path = table.image_root / rel
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im.draft("RGB", (32, 32))
                 im.load()
+        except PumlcError:
+            raise
         except Exception as err:
             raise PumlcError(f"{path}: cannot be opened as an image ({err.__class__.__name__}: {err})") from None
 

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pumlc_cli.atomic import temp_dir_beside
+from pumlc_cli.atomic import remove_stale, temp_dir_beside
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import MAX_IMAGE_SIDE
+from pumlc_cli.outputs import claim
 
 # (category id, name, shape, RGB colour)
 CLASSES: list[tuple[int, str, str, tuple[int, int, int]]] = [
@@ -167,27 +169,29 @@ def make_synth(out: Path, n_train: int, n_test: int, seed: int, image_size: int,
     out = Path(out)
     if n_train < 1 or n_test < 0:
         raise PumlcError(f"synth needs at least 1 training image, got {n_train} train / {n_test} test")
-    if image_size < 16:
-        raise PumlcError(f"--image-size must be at least 16, got {image_size}")
+    if not 16 <= image_size <= MAX_IMAGE_SIDE:
+        raise PumlcError(f"--image-size must be between 16 and {MAX_IMAGE_SIDE}, got {image_size}")
     if seed < 0:
         raise PumlcError(f"--seed must be a non-negative integer, got {seed}")
-    if out.exists() and not force:
-        raise PumlcError(f"{out}: already exists (use --force to replace it)")
-    if out.exists() and not (out.is_dir() and {p.name for p in out.iterdir()} <= SYNTH_ENTRIES):
-        raise PumlcError(f"{out}: not a folder written by `pumlc synth`; --force only replaces those")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_beside(out)
-    try:
-        (tmp / "annotations").mkdir()
-        first_id = 1
-        for (split, stream), n in zip(SPLITS, (n_train, n_test), strict=True):
-            doc = _split(tmp, split, n, first_id, seed, stream, image_size)
-            first_id += n
-            path = tmp / "annotations" / f"instances_{split}.json"
-            path.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with claim(out, "pumlc synth"):
+        remove_stale(out)  # what a killed synth left
+        if out.exists() and not force:
+            raise PumlcError(f"{out}: already exists (use --force to replace it)")
+        if out.exists() and not (out.is_dir() and {p.name for p in out.iterdir()} <= SYNTH_ENTRIES):
+            raise PumlcError(f"{out}: not a folder written by `pumlc synth`; --force only replaces those")
+        tmp = temp_dir_beside(out)
+        try:
+            (tmp / "annotations").mkdir()
+            first_id = 1
+            for (split, stream), n in zip(SPLITS, (n_train, n_test), strict=True):
+                doc = _split(tmp, split, n, first_id, seed, stream, image_size)
+                first_id += n
+                path = tmp / "annotations" / f"instances_{split}.json"
+                path.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

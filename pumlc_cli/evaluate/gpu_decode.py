@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from pumlc_cli.data.datasets import MEAN, STD
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.evaluate.inference import autocast_context
+from pumlc_cli.evaluate.inference import autocast_context, shut_down_workers
+from pumlc_cli.inputs import read_input
 from pumlc_cli.runtime.dist import DistInfo, gather_rows
-from pumlc_cli.runtime.interrupt import ignore_stop_signals
+from pumlc_cli.runtime.workers import init_worker
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -37,13 +38,8 @@ class EncodedImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from torchvision.io import read_file
-
-        path = self.root / self.images[index]
-        try:
-            return read_file(str(path)), index
-        except RuntimeError as err:
-            raise PumlcError(f"{path}: cannot read image ({err})") from err
+        data = read_input(self.root / self.images[index], "image")  # a FIFO or a folder is refused, never read
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), index
 
 
 def collate_encoded(batch: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -118,7 +114,7 @@ def encoded_loader(root: Path, images: Sequence[str], info: DistInfo, batch_size
         sampler=list(range(info.rank, len(dataset), info.world)),
         num_workers=workers,
         collate_fn=collate_encoded,
-        worker_init_fn=ignore_stop_signals,
+        worker_init_fn=init_worker,
     )
 
 
@@ -141,14 +137,18 @@ def predict_probs_decoded(
     dataset: EncodedImages = loader.dataset
     idx_parts: list[torch.Tensor] = []
     prob_parts: dict[str, list[torch.Tensor]] = {name: [] for name in models}
-    for data, indices in loader:
-        names = [str(dataset.root / dataset.images[int(i)]) for i in indices]
-        images = decode_batch(data, image_size, decode_device, names, channels_last).to(info.device)
-        for name, model in models.items():
-            with autocast_context(info.device, amp):
-                logits = model(images)
-            prob_parts[name].append(torch.sigmoid(logits.float()).cpu())
-        idx_parts.append(indices)
+    batches = iter(loader)
+    try:
+        for data, indices in batches:
+            names = [str(dataset.root / dataset.images[int(i)]) for i in indices]
+            images = decode_batch(data, image_size, decode_device, names, channels_last).to(info.device)
+            for name, model in models.items():
+                with autocast_context(info.device, amp):
+                    logits = model(images)
+                prob_parts[name].append(torch.sigmoid(logits.float()).cpu())
+            idx_parts.append(indices)
+    finally:
+        shut_down_workers(batches)
     idx = torch.cat(idx_parts) if idx_parts else torch.zeros(0, dtype=torch.long)
     result: dict[str, np.ndarray] = {}
     for name, parts in prob_parts.items():

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from pumlc_cli.data.datasets import EvalTransform, LabelledImages
 from pumlc_cli.runtime.dist import DistInfo, gather_rows
-from pumlc_cli.runtime.interrupt import ignore_stop_signals
+from pumlc_cli.runtime.workers import init_worker
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -34,7 +34,7 @@ def shard_loader(
         sampler=indices,
         num_workers=workers,
         pin_memory=info.device.type == "cuda",
-        worker_init_fn=ignore_stop_signals,
+        worker_init_fn=init_worker,
         persistent_workers=persistent and workers > 0,
     )
 
@@ -53,14 +53,19 @@ def predict_probs(
     model.eval()
     idx_parts: list[torch.Tensor] = []
     prob_parts: list[torch.Tensor] = []
-    for images, _, indices in loader:
-        images = images.to(info.device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_context(info.device, amp):
-            logits = model(images)
-        prob_parts.append(torch.sigmoid(logits.float()).cpu())
-        idx_parts.append(indices)
+    batches = iter(loader)
+    try:
+        for images, _, indices in batches:
+            images = images.to(info.device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_context(info.device, amp):
+                logits = model(images)
+            prob_parts.append(torch.sigmoid(logits.float()).cpu())
+            idx_parts.append(indices)
+    finally:
+        if batches is not getattr(loader, "_iterator", None):  # a persistent loader keeps its workers for the next pass
+            shut_down_workers(batches)
     model.train(was_training)
     idx = torch.cat(idx_parts) if idx_parts else torch.zeros(0, dtype=torch.long)
     probs = torch.cat(prob_parts) if prob_parts else torch.zeros(0, num_classes)
@@ -69,6 +74,21 @@ def predict_probs(
     if all_idx.numel() != expected or not torch.equal(all_idx, torch.arange(expected)):
         raise RuntimeError(f"sharded inference covered {all_idx.numel()} of {expected} images")
     return all_probs.double().numpy()
+
+
+def shut_down_workers(batches: object) -> None:
+    """Stop a loader iterator's worker processes now, not when the garbage collector finds it: after an error
+    its traceback keeps the iterator alive, and its workers (which ignore SIGTERM) with it."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def close_loader(loader: DataLoader) -> None:
+    """Stop a persistent loader's workers (they otherwise live as long as the loader object)."""
+    if getattr(loader, "_iterator", None) is not None:
+        shut_down_workers(loader._iterator)
+        loader._iterator = None
 
 
 def eval_dataset(root, images, targets, image_size: int) -> LabelledImages:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from pumlc_cli.atomic import atomic_path
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.runtime.workers import cap_workers
 
 METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 F1_KEYS = METRIC_KEYS[1:]
@@ -51,7 +52,7 @@ def run_eval(opts: EvalOptions) -> int:
     from pumlc_cli.evaluate.evaluation import available_weights, selected_weights
     from pumlc_cli.outputs import check_report_files, prepared_inputs
     from pumlc_cli.runtime.checkpoint import load_checkpoint, resolve_checkpoint
-    from pumlc_cli.runtime.dist import check_gpus
+    from pumlc_cli.runtime.dist import check_gpus, device_kind
 
     ckpt = resolve_checkpoint(opts.ckpt)
     payload = load_checkpoint(ckpt)
@@ -72,10 +73,11 @@ def run_eval(opts: EvalOptions) -> int:
         inputs=[ckpt, *prepared_inputs(data)],
         force=opts.force or "LOCAL_RANK" in os.environ,  # torchrun children follow the parent's check
     )
-    kind = opts.device if opts.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    kind = device_kind(opts.device)
     if opts.decode == "gpu" and (kind != "cuda" or not torch.cuda.is_available()):
         raise PumlcError("--decode gpu needs a CUDA device (use --decode pil on the CPU)")
     check_gpus(opts.gpus, kind)  # several GPUs asked for and none there: refused, not silently one CPU process
+    opts = replace(opts, workers=cap_workers("--workers", opts.workers))
     procs = opts.gpus if kind == "cuda" else opts.nproc
     if procs > 1 and "LOCAL_RANK" not in os.environ:
         from pumlc_cli.runtime.launch import run_local

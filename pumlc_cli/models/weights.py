@@ -10,6 +10,7 @@ the tensors inside each pair are matched in order with their shapes checked. Eve
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,21 +19,23 @@ import torch
 from torch import nn
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import input_file
 
 _COUNTER = "num_batches_tracked"
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """A file's tensors as a flat state dict (unwrapping `state_dict`/`model` and a DDP `module.` prefix)."""
-    if not path.is_file():
-        raise PumlcError(f"{path}: pretrained weights file not found")
+    input_file(path, "pretrained weights file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             obj: Any = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any reader failure is a bad file to the user
         raise PumlcError(f"{path}: cannot read pretrained weights ({type(err).__name__})") from err
     if isinstance(obj, Mapping):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 
 from pumlc_cli.atomic import atomic_path
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import MAX_IMAGE_SIDE, input_file
 
 FORMAT = "pumlc-checkpoint-v1"
 
@@ -37,10 +39,11 @@ def resolve_checkpoint(path: Path) -> Path:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a pumlc checkpoint on the CPU; anything else is refused with the reason."""
     path = Path(path)
-    if not path.is_file():
-        raise PumlcError(f"{path}: checkpoint not found")
+    input_file(path, "checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file; all mean the same to a user
         text = str(err).strip()
         # torch's own message suggests weights_only=False, i.e. running the file's code: never for a foreign file
@@ -66,7 +69,7 @@ def _check_payload(payload: dict[str, Any], path: Path) -> None:
         raise PumlcError(f"{path}: damaged checkpoint ('config' is not a table of options)")
     checks = {
         "model": lambda v: isinstance(v, str) and bool(v),
-        "image_size": lambda v: type(v) is int and v >= 8,
+        "image_size": lambda v: type(v) is int and 8 <= v <= MAX_IMAGE_SIDE,
         "local_global": lambda v: isinstance(v, bool),
         "head": lambda v: isinstance(v, str),
     }

@@ -42,6 +42,14 @@ def setup(device_kind: str) -> DistInfo:
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=device)
 
 
+def device_kind(device: str) -> str:
+    """`--device auto|cuda|cpu` as the device to use: auto is CUDA when present; cuda without one is one line."""
+    cuda = torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise PumlcError("--device cuda: no CUDA device is visible")
+    return device if device != "auto" else ("cuda" if cuda else "cpu")
+
+
 def check_gpus(gpus: int, device_kind: str) -> None:
     """More than one GPU must exist: asking for several and silently training on one CPU process is refused."""
     if gpus <= 1:

@@ -34,11 +34,3 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def ignore_stop_signals(*_: object) -> None:
-    """Worker processes (image cache pool, DataLoader: the worker id argument is ignored) leave SIGINT and SIGTERM,
-    also when sent to the whole process group, to their parent: it saves a checkpoint or removes its temp folder,
-    then shuts the workers down. A worker killed first would end the run with an error instead."""
-    for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)

@@ -3,7 +3,10 @@ command line; `pumlc train`'s multi-node launch builds on `free_port` (pumlc_cli
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import functools
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +18,28 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def run_torchrun(cmd: list[str]) -> int:
+    """Run a torchrun command in the foreground; its exit status is ours.
+
+    torchrun runs in its own session, so a Ctrl-C or a SIGTERM to our process group reaches only us (torchrun's
+    agent would answer it with a traceback); we pass the signal to the worker processes themselves, wait for them
+    (a training run saves a checkpoint) and exit 128 + the signal. torchrun dies with us even on SIGKILL.
+    """
+    from pumlc_cli.runtime.interrupt import Stopped, stop_on_signals
+    from pumlc_cli.runtime.workers import child_pids, die_with_parent
+
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=functools.partial(die_with_parent, os.getpid()))
+    try:
+        with stop_on_signals():
+            return proc.wait()
+    except Stopped as stop:
+        for pid in child_pids(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, stop.signum)
+        proc.wait()
+        return stop.code
 
 
 def run_local(procs: int, pumlc_args: list[str]) -> int:
@@ -31,7 +56,7 @@ def run_local(procs: int, pumlc_args: list[str]) -> int:
         "pumlc_cli",
         *pumlc_args,
     ]
-    return subprocess.call(cmd)
+    return run_torchrun(cmd)
 
 
 def repeat_argv(ctx: Any, **values: object) -> list[str]:

@@ -8,7 +8,6 @@ with the Typer signature of `pumlc train`, so `--help` lists exactly the values 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import MAX_IMAGE_SIDE, input_file, read_input
+from pumlc_cli.runtime.workers import available_cpus
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,8 +53,8 @@ Text = Annotated[str, Strict(), Field(min_length=1)]
 
 
 def default_workers() -> int:
-    """Data-loading workers per process: up to 8, never more than the machine's cores."""
-    return min(8, os.cpu_count() or 1)
+    """Data-loading workers per process: up to 8, never more than the CPUs available."""
+    return min(8, available_cpus())
 
 
 class TrainConfig(BaseModel):
@@ -84,8 +85,8 @@ class TrainConfig(BaseModel):
     weight_decay: Float = Field(1e-4, ge=0)
     optimizer: OptimizerName = "adam"
     pct_start: Float = Field(0.2, gt=0, lt=1)
-    image_size: Int = Field(448, ge=8)
-    scale_size: Int | None = Field(None, ge=8)
+    image_size: Int = Field(448, ge=8, le=MAX_IMAGE_SIDE)
+    scale_size: Int | None = Field(None, ge=8, le=MAX_IMAGE_SIDE)
     amp: AmpMode = "auto"
     ema_decay: Float = Field(0.9997, ge=0, le=1)
     ema_warmup: Bool = False
@@ -153,14 +154,15 @@ def flag_name(field: str) -> str:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML, YAML or JSON table of option names (dashes or underscores); unknown names are an error."""
-    if not path.is_file():
-        raise PumlcError(f"{path}: config file not found")
+    input_file(path, "config file")
     loaders = {".toml": tomllib.loads, ".yaml": _yaml, ".yml": _yaml, ".json": json.loads}
     loader = loaders.get(path.suffix)
     if loader is None:
         raise PumlcError(f"{path}: config must end in .toml, .yaml, .yml or .json")
     try:
-        raw = loader(path.read_text(encoding="utf-8"))
+        raw = loader(read_input(path, "config file").decode("utf-8"))
+    except RecursionError:
+        raise PumlcError(f"{path}: cannot parse config: nested too deeply") from None
     except (ValueError, _YamlError) as err:  # TOML, JSON and UTF-8 decode errors are ValueErrors
         first = " ".join(str(err).split())
         raise PumlcError(f"{path}: cannot parse config: {first}") from err

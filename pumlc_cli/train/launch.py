@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-from pumlc_cli.runtime.launch import free_port
+from pumlc_cli.runtime.launch import free_port, run_torchrun
 from pumlc_cli.train.config import TrainConfig
 
 
@@ -37,14 +36,6 @@ def torchrun_command(cfg: TrainConfig, config_path: Path) -> list[str]:
 
 
 def relaunch(cfg: TrainConfig, config_path: Path) -> int:
-    """Run torchrun in the foreground; its exit status becomes ours. A stop signal is passed on to it (and so to
-    the workers, which save a checkpoint) and waited for, so no process outlives us."""
-    from pumlc_cli.runtime.interrupt import Stopped, stop_on_signals
-
-    proc = subprocess.Popen(torchrun_command(cfg, config_path))
-    try:
-        with stop_on_signals():
-            return proc.wait()
-    except Stopped as stop:
-        proc.send_signal(stop.signum)
-        return proc.wait()
+    """Run torchrun in the foreground; its exit status becomes ours. A stop signal is passed on to the workers
+    (which save a checkpoint and exit 0, so torchrun reports no failure) and gives 128 + the signal."""
+    return run_torchrun(torchrun_command(cfg, config_path))

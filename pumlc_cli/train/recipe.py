@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import input_file
 from pumlc_cli.train.config import TrainConfig, flag_name, validate_config
 
 VECTORS_DIR = Path(__file__).resolve().parents[2] / "datasets_meta"
@@ -173,12 +174,15 @@ def _check_vectors(path: Path, num_classes: int) -> None:
     """A class-vector file must be a [C, E] array with one row per class: checked before the run folder exists."""
     import numpy as np
 
-    if not path.is_file():
-        raise PumlcError(f"{path}: class embeddings file not found")
+    input_file(path, "class embeddings file")
     try:
-        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-    except (OSError, ValueError) as err:
+        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
         raise PumlcError(f"{path}: cannot read class embeddings ({type(err).__name__})") from err
+    if not isinstance(vectors, np.ndarray):  # e.g. a zip archive (an .npz, a torch checkpoint)
+        vectors.close()
+        raise PumlcError(f"{path}: not a .npy array of class embeddings (a zip archive: an .npz or a checkpoint?)")
+    shape = vectors.shape
     if len(shape) != 2 or shape[0] != num_classes:
         raise PumlcError(f"{path}: class embeddings have shape {shape}; expected one row per class ({num_classes})")
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pumlc_cli.atomic import write_text_atomic
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.runtime.workers import cap_workers, die_with_parent
 from pumlc_cli.train.config import read_config_file
 
 # Options whose change would alter a resumed run's trajectory; everything else (workers, TensorBoard, process
@@ -76,6 +77,7 @@ def start_training(req: TrainRequest) -> int:
     saved = req.out / "config.json"
     if req.resume and not under_torchrun:
         if not (req.out / "last.pt").is_file():
+            _refuse_if_claimed(req.out)  # a run still starting has no last.pt yet: name it, not "nothing"
             raise PumlcError(f"{req.out / 'last.pt'}: nothing to resume")
         previous = read_config_file(saved)
         check_resume({**file_values, **explicit}, previous, saved)
@@ -86,6 +88,8 @@ def start_training(req: TrainRequest) -> int:
     resolved = resolve(file_values, explicit, prepared.manifest, prepared.classes, config_file=config_label)
     cfg = resolved.config
     check_runnable(cfg)
+    if not under_torchrun:  # the children read the capped value from config.json
+        cfg.workers = cap_workers("--workers", cfg.workers)
     notes = [line for line in (*resolved.notes, resolved.pu_weights) if line and not under_torchrun]
     if req.dry_run:
         _print_notes(notes)
@@ -96,8 +100,18 @@ def start_training(req: TrainRequest) -> int:
 
         fetch_pretrained(cfg.model)  # a missing download fails here, before the run folder exists
     if under_torchrun:  # the parent checked and claimed the run folder
+        die_with_parent()  # torchrun gone (killed with the pumlc process that started it): this worker goes too
         return _run(cfg)
     return _claim_and_start(cfg, req, saved, notes)
+
+
+def _refuse_if_claimed(out: Path) -> None:
+    """Another pumlc holding `out`'s lock is named (`outputs.claim` refuses naming the holder)."""
+    from pumlc_cli.outputs import claim, lock_path
+
+    if lock_path(out).exists():
+        with claim(out, "pumlc train"):
+            pass
 
 
 def _claim_and_start(cfg: Any, req: TrainRequest, saved: Path, notes: list[str]) -> int:
@@ -138,8 +152,12 @@ def _run(cfg: Any) -> int:
     try:
         run_training(cfg)
     except Interrupted as stop:
-        print(f"pumlc: {stop}", file=sys.stderr)
-        return stop.code
+        if "LOCAL_RANK" not in os.environ:
+            print(f"pumlc: {stop}", file=sys.stderr)
+            return stop.code
+        if os.environ.get("RANK") == "0":  # one line for the run, not one per process
+            print(f"pumlc: {stop}", file=sys.stderr)
+        return 0  # torchrun reports any other status as a failed worker; the parent it forwarded exits 128 + signal
     return 0
 
 
@@ -173,7 +191,7 @@ def parse_loss_options(items: list[str]) -> dict[str, Any]:
             raise PumlcError(f"--loss-option {item!r}: expected KEY=VALUE")
         try:
             options[key.strip()] = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             options[key.strip()] = raw
     return options
 
@@ -182,13 +200,8 @@ def check_runnable(cfg: Any) -> None:
     """What the config's validators cannot see: the loss options, the model name and this machine's devices."""
     from pumlc_cli.losses import build_loss
     from pumlc_cli.models import check_model_name
-    from pumlc_cli.runtime.dist import check_gpus
+    from pumlc_cli.runtime.dist import check_gpus, device_kind
 
     build_loss(cfg.loss, 2, **cfg.loss_options)  # bad loss options fail here, before the run folder is made
     check_model_name(cfg.model)  # a typo fails here (and in --dry-run), not after the data is loaded
-    if cfg.resolved_device() == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PumlcError("--device cuda: no CUDA device is visible")
-    check_gpus(cfg.gpus, cfg.resolved_device())
+    check_gpus(cfg.gpus, device_kind(cfg.resolved_device()))

@@ -29,12 +29,12 @@ from pumlc_cli.data.datasets import (
     sample_seed,
 )
 from pumlc_cli.errors import PumlcError, first_line
-from pumlc_cli.evaluate.inference import autocast_context, eval_dataset, predict_probs, shard_loader
+from pumlc_cli.evaluate.inference import autocast_context, close_loader, eval_dataset, predict_probs, shard_loader
 from pumlc_cli.evaluate.metrics import multilabel_metrics
 from pumlc_cli.evaluate.thresholds import choose_thresholds, write_thresholds_file
 from pumlc_cli.runtime import dist
 from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint, require_keys, save_checkpoint
-from pumlc_cli.runtime.interrupt import ignore_stop_signals
+from pumlc_cli.runtime.workers import init_worker
 from pumlc_cli.train.config import TrainConfig
 from pumlc_cli.train.ema import ModelEma
 
@@ -146,7 +146,7 @@ class Trainer:
             sampler=self.train_keys,
             num_workers=workers,
             pin_memory=cuda,
-            worker_init_fn=ignore_stop_signals,
+            worker_init_fn=init_worker,
             persistent_workers=workers > 0,
         )
         self.val_loader = shard_loader(
@@ -518,6 +518,14 @@ def run_training(cfg: TrainConfig) -> None:
 
 def _train(cfg: TrainConfig, info: dist.DistInfo) -> None:
     trainer = Trainer(cfg, info)
+    try:
+        _resume_and_run(trainer, cfg, info)
+    finally:  # an error (a damaged image in a worker) or a stop: the persistent workers go now
+        close_loader(trainer.train_loader)
+        close_loader(trainer.val_loader)
+
+
+def _resume_and_run(trainer: Trainer, cfg: TrainConfig, info: dist.DistInfo) -> None:
     if cfg.resume:
         trainer.restore(Path(cfg.out) / "last.pt")
         if trainer.epoch >= cfg.epochs:

@@ -5,16 +5,19 @@ Why one table: corruption, splitting, writing and statistics then never need to 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import read_input
 
 POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 
@@ -64,15 +67,18 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def read_source(path: Path, what: str) -> bytes:
-    """Read a whole source file; a missing or unreadable file is a one-line user error naming it."""
+    """Read a whole source file; a missing, unreadable or irregular file (a FIFO, a folder) is one line naming it."""
+    return read_input(path, what)
+
+
+def csv_rows(text: str, path: Path | str) -> Iterator[list[str]]:
+    """The records of a CSV text; a malformed one (an unclosed quote, a field over the csv module's 131,072
+    characters) is one line naming the file and the line."""
+    reader = csv.reader(io.StringIO(text))
     try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise PumlcError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise PumlcError(f"{path}: {what} is a directory, expected a file") from None
-    except OSError as err:
-        raise PumlcError(f"{path}: cannot read {what} ({err.strerror})") from None
+        yield from reader
+    except csv.Error as err:
+        raise PumlcError(f"{path}: line {reader.line_num}: malformed CSV ({err})") from None
 
 
 def contained_name(name: object, where: str) -> str:

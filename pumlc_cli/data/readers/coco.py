@@ -60,6 +60,8 @@ def _load_json(path: Path) -> tuple[dict, bytes]:
         raise PumlcError(f"{path}: not a UTF-8 JSON file ({err.reason})") from None
     except json.JSONDecodeError as err:
         raise PumlcError(f"{path}: malformed JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except RecursionError:
+        raise PumlcError(f"{path}: malformed JSON (nested too deeply)") from None
     finally:
         if was_enabled:
             gc.enable()

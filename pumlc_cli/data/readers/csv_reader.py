@@ -12,8 +12,6 @@ file with one name per line, or comma-separated names) or inferred as the sorted
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 from pumlc_cli.data.readers import (
     LabelTable,
     contained_name,
+    csv_rows,
     read_source,
     refuse_duplicates,
     source_record,
@@ -66,7 +65,7 @@ def _rows(path: Path, sep: str | None) -> tuple[list[_Row], bool, bytes]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise PumlcError(f"{path}: not a UTF-8 text file") from None
-    reader = csv.reader(io.StringIO(text))
+    reader = csv_rows(text, path)
     header = next(reader, None)
     if header is None:
         raise PumlcError(f"{path}: empty file (expected a header with columns image,labels)")

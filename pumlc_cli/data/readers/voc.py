@@ -28,6 +28,7 @@ from pumlc_cli.data.readers import (
     source_record,
 )
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import input_folder
 
 DIFFICULT_POLICIES = ("ignore", "negative", "positive")
 
@@ -81,8 +82,7 @@ def read_voc(root: Path, difficult: str = "ignore") -> LabelTable:
     if difficult not in DIFFICULT_POLICIES:
         raise PumlcError(f"--voc-difficult must be one of {', '.join(DIFFICULT_POLICIES)}, got {difficult!r}")
     root = Path(root).resolve()
-    if not root.is_dir():
-        raise PumlcError(f"{root}: VOC root folder not found")
+    input_folder(root, "VOC root folder")
     classes = voc_classes()
     index = {name: i for i, name in enumerate(classes)}
     sets_dir = root / "ImageSets" / "Main"
@@ -99,7 +99,7 @@ def read_voc(root: Path, difficult: str = "ignore") -> LabelTable:
     xml_digest = hashlib.sha256()
     for part, set_file in parts:
         ids = _image_set(set_file)
-        sources.append(source_record(f"{part}_image_set", set_file, set_file.read_bytes()))
+        sources.append(source_record(f"{part}_image_set", set_file, read_source(set_file, "VOC image set")))
         for image_id in ids:
             xml_path = root / "Annotations" / f"{image_id}.xml"
             if not xml_path.exists():
