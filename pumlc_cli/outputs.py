@@ -25,7 +25,7 @@ from pumlc_cli.errors import PumlcError
 STDOUT = "-"
 # Files a `pumlc train` run folder and a `pumlc prepare` folder own; nothing else may write them.
 RUN_FILES = frozenset({"last.pt", "best.pt", "config.json", "metrics.jsonl", "thresholds.json", "tensorboard"})
-PREPARED_FILES = frozenset({"manifest.json", "labels.parquet", "images"})
+PREPARED_FILES = frozenset({"manifest.json", "labels.parquet", "images.parquet", "images"})
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt"})
 FOLDS_FILE = "folds.json"  # marks a folder `pumlc audit --folds` made
 # Temp files of `pumlc_cli.atomic.atomic_path` (".last.tmp<pid>.pt"), left only by a killed process.

@@ -51,32 +51,41 @@ def test_prepare_synth_subprocess(synth_root, tmp_path):
     res = run_cli("prepare", "coco", "--root", synth_root, "--out", out, "--partial", "0.3", "--strip-negatives")
     assert res.returncode == 0, res.stderr
     assert "train" in res.stdout and "partial" in res.stdout
-    frame = pd.read_parquet(out / "labels.parquet")
     manifest = json.loads((out / "manifest.json").read_text())
     classes = manifest["classes"]
     assert len(classes) == 10 and manifest["source"]["class_source"] == "file"
-    assert list(frame.columns) == ["image", "split"] + [f"truth:{c}" for c in classes] + [
-        f"observed:{c}" for c in classes
-    ]
-    assert all(frame[f"truth:{c}"].dtype == np.int8 for c in classes)
+    labels = pd.read_parquet(out / "labels.parquet")
+    assert list(labels.columns) == ["image_idx", "class_idx", "truth", "observed"]
+    assert [str(t) for t in labels.dtypes] == ["int32", "int32", "int8", "int8"]
+    assert manifest["labels"]["absent_truth"] == "negative"
+    assert manifest["labels"]["absent_observed"] == {"train": "unknown", "val": "unknown", "test": "negative"}
     assert manifest["counts"]["train"] + manifest["counts"]["val"] == 240 and manifest["counts"]["test"] == 80
     assert manifest["counts"]["val"] == 24
     assert [s["step"] for s in manifest["corruptions"]] == ["partial", "strip_negatives"]
     assert manifest["toolkit"]["version"] and Path(manifest["image_root"]).is_absolute()
     for src in manifest["sources"]:
         assert len(src["sha256"]) == 64 and Path(src["path"]).is_file()
-    assert manifest["policies"] == {"empty_images": "keep", "crowd": "positive", "absent_class": "negative"}
-    assert frame["image"].iloc[0] == "train2014/COCO_train2014_000000000001.jpg"
+    assert manifest["policies"] == {
+        "empty_images": "keep",
+        "crowd": "positive",
+        "absent_class": "negative",
+        "image_files": "checked",
+    }
+    prep = load_prepared(out)
+    assert prep.frame["image"].iloc[0] == "train2014/COCO_train2014_000000000001.jpg"
     # HCP mask over the whole training file in annotation order, drawn before the val carve-out
-    train_rows = frame[frame["split"] != "test"]
-    obs = train_rows[[f"observed:{c}" for c in classes]].to_numpy()
-    truth = train_rows[[f"truth:{c}" for c in classes]].to_numpy()
+    is_train = (prep.frame["split"] != "test").to_numpy()
+    truth = np.full((320, 10), -1, np.int8)
+    obs = np.full((320, 10), -1, np.int8)
+    for split in ("train", "val", "test"):
+        part = prep.split_data(split)
+        rows = (prep.frame["split"] == split).to_numpy()
+        truth[rows], obs[rows] = part.truth, part.observed
+    # stored: the entries that differ from each split's absent pair, and no others
+    assert len(labels) == int(((truth != -1) | (obs != 0))[is_train].sum() + (truth[~is_train] == 1).sum())
     mask = hcp_partial_mask(240, 10, 0.3, 0)
-    np.testing.assert_array_equal(obs, np.where(mask & (truth == 1), 1, 0))
-    test = frame[frame["split"] == "test"]
-    np.testing.assert_array_equal(
-        test[[f"observed:{c}" for c in classes]].to_numpy(), test[[f"truth:{c}" for c in classes]].to_numpy()
-    )
+    np.testing.assert_array_equal(obs[is_train], np.where(mask & (truth[is_train] == 1), 1, 0))
+    np.testing.assert_array_equal(obs[~is_train], truth[~is_train])
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "p"]
     assert leftovers == []
 
@@ -170,7 +179,7 @@ def test_coco128_train_only_and_empty_policy(shared_dir, tmp_path):
     assert keep["counts"]["train"] == 128 and keep["counts"]["empty_in_source"] == 2
     assert keep["image_root"] == str((shared_dir / "data" / "coco128" / "train2017").resolve())
     assert drop["counts"]["train"] + drop["counts"]["val"] == 126 and drop["counts"]["dropped_empty"] == 2
-    frame = pd.read_parquet(tmp_path / "drop" / "labels.parquet")
+    frame = pd.read_parquet(tmp_path / "drop" / "images.parquet")
     assert "000000000250.jpg" not in set(frame["image"])
 
 
@@ -210,8 +219,10 @@ def test_csv_prepare(tmp_path):
         "--val-fraction",
         "0",
     )
-    frame = pd.read_parquet(tmp_path / "p" / "labels.parquet")
-    assert frame["truth:dog"].tolist() == [1, 1, -1] and frame["observed:cat"].tolist() == [-1, 1, -1]
+    train = load_prepared(tmp_path / "p").split_data("train")
+    classes = load_prepared(tmp_path / "p").classes
+    assert train.truth[:, classes.index("dog")].tolist() == [1, 1, -1]
+    assert train.observed[:, classes.index("cat")].tolist() == [-1, 1, -1]
 
 
 def test_csv_prepare_with_checked_negatives(tmp_path):
@@ -324,5 +335,5 @@ def test_voc_listed_image_without_file(shared_dir, tmp_path):
         assert not (tmp_path / "o").exists()
     (root / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n000007\n")
     invoke("prepare", "voc", "--root", root, "--out", tmp_path / "o", "--val-fraction", "0")
-    frame = pd.read_parquet(tmp_path / "o" / "labels.parquet")
+    frame = pd.read_parquet(tmp_path / "o" / "images.parquet")
     assert frame["image"].tolist() == ["JPEGImages/000005.jpg", "JPEGImages/000007.jpg"]

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pumlc_cli.cli import app
-from pumlc_cli.data.prepared import _arrow_table, write_prepared
+from pumlc_cli.data.prepared import LabelStore, write_prepared
 from pumlc_cli.data.stats import label_stats, sort_rows
 from pumlc_cli.errors import PumlcError
 
@@ -71,7 +71,7 @@ def test_undefined_ratios_and_sorting():
 def _write(path, truth, observed, split):
     images = [f"{i}.jpg" for i in range(len(truth))]
     manifest = {"classes": CLASSES, "image_root": str(path.parent), "corruptions": [{"step": "noise"}]}
-    write_prepared(path, _arrow_table(images, np.array(split), truth, observed, CLASSES), manifest)
+    write_prepared(path, LabelStore.from_dense(images, np.array(split), truth, observed), manifest)
 
 
 def test_stats_cli_json_and_tables(tmp_path):

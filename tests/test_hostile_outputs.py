@@ -178,22 +178,26 @@ def _copy_prepared(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _rewrite_labels(folder: Path, change, update_hash: bool) -> None:
+def _rewrite_labels(folder: Path, name: str, change, update_hash: bool) -> None:
     import hashlib
 
     import pandas as pd
 
-    frame = pd.read_parquet(folder / "labels.parquet")
+    frame = pd.read_parquet(folder / name)
     change(frame)
-    frame.to_parquet(folder / "labels.parquet", index=False)
+    frame.to_parquet(folder / name, index=False)
     if update_hash:
         manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["labels_sha256"] = hashlib.sha256((folder / "labels.parquet").read_bytes()).hexdigest()
+        manifest["files_sha256"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _set_value(frame):
-    frame.loc[3, frame.columns[2]] = 7
+    frame.loc[3, "observed"] = 7
+
+
+def _swap_entries(frame):
+    frame.loc[0, "image_idx"] = frame["image_idx"].max()  # the first entry moved to the last image: out of order
 
 
 def _set_split(frame):
@@ -204,18 +208,25 @@ def _set_image(frame):
     frame.loc[0, "image"] = "../../etc/passwd"
 
 
+def _old_layout(frame):
+    frame["truth:a"] = 1
+
+
 @pytest.mark.parametrize(
-    "change,update_hash,expect",
+    "name,change,update_hash,expect",
     [
-        (_set_value, False, "changed since `pumlc prepare` wrote it"),
-        (_set_value, True, "labels must be -1, 0 or 1, found 7"),
-        (_set_split, True, "unknown split(s) bogus"),
-        (_set_image, True, "leaves the image folder"),
+        ("labels.parquet", _set_value, False, "changed since `pumlc prepare` wrote it"),
+        ("labels.parquet", _set_value, True, "labels must be -1, 0 or 1 in column observed"),
+        ("labels.parquet", _swap_entries, True, "entries must be sorted by (image_idx, class_idx)"),
+        ("labels.parquet", _old_layout, True, "one column per class is the old layout; re-prepare"),
+        ("images.parquet", _set_value, False, "images.parquet: changed since `pumlc prepare` wrote it"),
+        ("images.parquet", _set_split, True, "unknown split(s) bogus"),
+        ("images.parquet", _set_image, True, "leaves the image folder"),
     ],
 )
-def test_hand_edited_labels(synth_prepared, tmp_path, change, update_hash, expect):
+def test_hand_edited_labels(synth_prepared, tmp_path, name, change, update_hash, expect):
     folder = _copy_prepared(synth_prepared, tmp_path / "p")
-    _rewrite_labels(folder, change, update_hash)
+    _rewrite_labels(folder, name, change, update_hash)
     refused("stats", folder, watch=(folder,), expect=expect)
 
 
@@ -224,13 +235,17 @@ def test_damaged_manifest_and_labels(synth_prepared, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["classes"] = manifest["classes"][:-1]  # a class removed by hand
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    refused("stats", folder, watch=(folder,), expect="not in the manifest's classes")
+    refused("stats", folder, watch=(folder,), expect="does not match the manifest's 9 classes")
     (folder / "manifest.json").write_text("{not json")
     refused("stats", folder, watch=(folder,), expect="malformed manifest")
     folder = _copy_prepared(synth_prepared, tmp_path / "q")
     data = (folder / "labels.parquet").read_bytes()
     (folder / "labels.parquet").write_bytes(data[: len(data) // 2])
     refused("stats", folder, watch=(folder,), expect="labels.parquet: changed since")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format_version"] = 1  # a folder of the dense layout says how to get the new one
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    refused("stats", folder, watch=(folder,), expect="re-prepare it with the same `pumlc prepare` command")
 
 
 def test_damaged_checkpoints(run, tmp_path):

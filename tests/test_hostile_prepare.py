@@ -591,7 +591,7 @@ def test_prepared_folder_respects_umask(coco, tmp_path, mask):
     finally:
         os.umask(old)
     folders = [tmp_path / "p", tmp_path / "p" / "images", tmp_path / "p" / "images" / "train2014"]
-    files = [tmp_path / "p" / "manifest.json", tmp_path / "p" / "labels.parquet"]
+    files = [tmp_path / "p" / "manifest.json", tmp_path / "p" / "labels.parquet", tmp_path / "p" / "images.parquet"]
     files += list((tmp_path / "p" / "images" / "val2014").iterdir())[:3]
     assert {oct(f.stat().st_mode & 0o777) for f in folders} == {oct(0o777 & ~mask)}
     assert {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~mask)}

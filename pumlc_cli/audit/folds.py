@@ -131,15 +131,19 @@ def plan_folds(prepared: Any, root: Path, folds: int, seed: int) -> FoldPlan:
 
 def write_fold_data(prepared: Any, plan: FoldPlan, k: int) -> None:
     """The prepared folder of model k: the source minus fold k's training rows (val and test unchanged)."""
-    import pyarrow as pa
+    from pumlc_cli.data.entries import reindex
+    from pumlc_cli.data.prepared import LabelStore, store_of, write_prepared
 
-    from pumlc_cli.data.prepared import write_prepared
-
-    frame = prepared.frame
-    is_train = (frame["split"] == "train").to_numpy()
-    drop = np.zeros(len(frame), dtype=bool)
+    source = store_of(prepared)
+    is_train = source.split == "train"
+    drop = np.zeros(len(source.split), dtype=bool)
     drop[np.flatnonzero(is_train)] = plan.assignment == k
-    kept = frame[~drop].reset_index(drop=True)
+    keep = ~drop
+    store = LabelStore(
+        [name for name, kept in zip(source.images, keep, strict=True) if kept],
+        source.split[keep],
+        reindex(source.entries, keep),
+    )
     manifest = json.loads(json.dumps(prepared.manifest))
     manifest.pop("image_cache", None)  # images are read where the source folder serves them from
     manifest["image_root"] = str(Path(prepared.image_root).resolve())
@@ -152,8 +156,8 @@ def write_fold_data(prepared: Any, plan: FoldPlan, k: int) -> None:
         "source_manifest_sha256": prepared.manifest_hash,
         "held_out_train_images": int(drop.sum()),
     }
-    manifest.setdefault("counts", {})["train"] = int((kept["split"] == "train").sum())
-    write_prepared(plan.data(k), pa.Table.from_pandas(kept, preserve_index=False), manifest, force=True)
+    manifest.setdefault("counts", {})["train"] = int((store.split == "train").sum())
+    write_prepared(plan.data(k), store, manifest, force=True)
 
 
 def fold_finished(run: Path) -> bool:

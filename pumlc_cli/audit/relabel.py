@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +110,6 @@ def read_suggestions(path: Path, prepared) -> list[Suggestion]:
     frame = prepared.frame
     where = {(img, split): i for i, (img, split) in enumerate(zip(frame["image"], frame["split"], strict=True))}
     class_index = {c: j for j, c in enumerate(prepared.classes)}
-    observed = frame[[f"observed:{c}" for c in prepared.classes]].to_numpy(dtype=np.int8)
     out: list[Suggestion] = []
     seen: set[tuple[int, int]] = set()
     for line, values in enumerate(rows, start=2):
@@ -130,9 +129,10 @@ def read_suggestions(path: Path, prepared) -> list[Suggestion]:
         except ValueError:
             raise PumlcError(f"{at}: rank, score and observed must be numbers") from None
         row, col = where[(image, split)], class_index[name]
-        if observed[row, col] != obs:
+        here = int(prepared.observed_at(np.array([row]), np.array([col]))[0])
+        if here != obs:
             raise PumlcError(
-                f"{at}: {image} / {name} is observed {observed[row, col]} here but {obs} in the audit "
+                f"{at}: {image} / {name} is observed {here} here but {obs} in the audit "
                 "(the audit was made on other labels)"
             )
         if (row, col) in seen:
@@ -185,9 +185,8 @@ def relabel(
     """Write the relabelled folder (atomically, beside `out`) with `change` accepted, and return its manifest.
 
     A change that `Change.refusal` calls damaging is refused unless `force`, which the manifest then records."""
-    import pyarrow as pa
-
-    from pumlc_cli.data.prepared import write_prepared
+    from pumlc_cli.data.entries import with_observed
+    from pumlc_cli.data.prepared import store_of, write_prepared
 
     if Path(out).resolve() == Path(prepared.path).resolve():
         raise PumlcError(f"{out}: is the source folder; relabel writes a new one")
@@ -195,15 +194,19 @@ def relabel(
     if refusal and not force:
         raise PumlcError(refusal)
     accepted = change.accepted
-    frame = prepared.frame.copy()
-    columns = [f"observed:{c}" for c in prepared.classes]
-    observed = frame[columns].to_numpy(dtype=np.int8, copy=True)
     counts: dict[str, dict[str, int]] = {}
     for s in accepted:
-        observed[s.row, s.col] = NEW_VALUE[s.kind]
         entry = counts.setdefault(prepared.classes[s.col], {"added_positives": 0, "removed_positives": 0})
         entry["added_positives" if s.kind == "missing" else "removed_positives"] += 1
-    frame[columns] = observed
+    source = store_of(prepared)
+    entries = with_observed(
+        source.entries,
+        len(prepared.classes),
+        np.array([s.row for s in accepted], dtype=np.int64),
+        np.array([s.col for s in accepted], dtype=np.int64),
+        np.array([NEW_VALUE[s.kind] for s in accepted], dtype=np.int8),
+        (prepared.absent_truth, prepared.absent_observed_per_image()),
+    )
     manifest = json.loads(json.dumps(prepared.manifest))
     manifest.setdefault("corruptions", []).append(
         {
@@ -232,8 +235,7 @@ def relabel(
         def populate(tmp: Path) -> None:
             shutil.copytree(source_cache, tmp / cache["dir"], copy_function=_link_or_copy)
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    write_prepared(Path(out), table, manifest, force=force, populate=populate)
+    write_prepared(Path(out), replace(source, entries=entries), manifest, force=force, populate=populate)
     return manifest
 
 

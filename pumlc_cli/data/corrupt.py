@@ -15,6 +15,9 @@ before the validation split is carved out):
    - `drop_positives` R: each observed positive becomes unknown with probability R; negatives are kept.
 3. `strip_negatives`: every observed negative becomes unknown (the positive-unlabeled input of PU-MLC).
 
+Sources whose absent labels are unknown (Open Images) are corrupted entry by entry (`apply_entry_corruptions`):
+the same steps and order over the stated labels only, one draw per entry, `partial` from its own stream too.
+
 Steps other than `partial` draw from their own generator `numpy.random.default_rng([seed, stream])` (streams
 below) so that adding or removing one step never shifts another's randomness. Every applied step returns a
 record (parameters, seed, generator, realised counts) that goes into the manifest.
@@ -31,7 +34,7 @@ from pumlc_cli.data.readers import csv_rows, read_source, sha256_bytes
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.inputs import input_file
 
-STREAMS = {"noise": 1, "single_positive": 2, "drop_positives": 3, "val_split": 4}
+STREAMS = {"noise": 1, "single_positive": 2, "drop_positives": 3, "val_split": 4, "partial_entries": 5}
 MAX_SEED = 2**32 - 1
 
 
@@ -167,17 +170,8 @@ def apply_corruptions(
     obs = truth.astype(np.int8, copy=True)
     records: list[dict] = []
 
-    per_class: dict[str, dict[str, float]] = {}
-    file_hash = None
-    if spec.noise_file is not None:
-        per_class, file_hash = read_noise_file(Path(spec.noise_file), classes)
+    fn, fp, per_class, file_hash = _class_rates(spec, classes)
     if spec.noise_fn or spec.noise_fp or per_class:
-        fn = np.full(c, spec.noise_fn, dtype=np.float64)
-        fp = np.full(c, spec.noise_fp, dtype=np.float64)
-        index = {name: i for i, name in enumerate(classes)}
-        for name, entry in per_class.items():
-            fn[index[name]] = entry.get("fn", spec.noise_fn)
-            fp[index[name]] = entry.get("fp", spec.noise_fp)
         obs, flipped_pos, flipped_neg = add_noise(obs, fn, fp, step_rng(seed, "noise"))
         records.append(
             {
@@ -234,6 +228,102 @@ def apply_corruptions(
             }
         )
 
+    if spec.strip_negatives:
+        neg = obs == -1
+        obs[neg] = 0
+        records.append({"step": "strip_negatives", "negatives_stripped": int(neg.sum())})
+    return obs, records
+
+
+def _class_rates(spec: CorruptionSpec, classes: list[str]) -> tuple[np.ndarray, np.ndarray, dict, str | None]:
+    """Per-class fn/fp rates: the global ones, overridden by the noise file's."""
+    per_class: dict[str, dict[str, float]] = {}
+    file_hash = None
+    if spec.noise_file is not None:
+        per_class, file_hash = read_noise_file(Path(spec.noise_file), classes)
+    fn = np.full(len(classes), spec.noise_fn, dtype=np.float64)
+    fp = np.full(len(classes), spec.noise_fp, dtype=np.float64)
+    index = {name: i for i, name in enumerate(classes)}
+    for name, entry in per_class.items():
+        fn[index[name]] = entry.get("fn", spec.noise_fn)
+        fp[index[name]] = entry.get("fp", spec.noise_fp)
+    return fn, fp, per_class, file_hash
+
+
+def apply_entry_corruptions(
+    entries, spec: CorruptionSpec, seed: int, classes: list[str]
+) -> tuple[np.ndarray, list[dict]]:
+    """Observed labels of the stated entries (`pumlc_cli.data.entries.Entries`, sorted by image) after the steps of
+    the module docstring, and their records. Absent entries stay absent (unknown): memory grows with the entries."""
+    spec.validate()
+    check_seed(seed)
+    obs = entries.observed.astype(np.int8, copy=True)
+    n = len(obs)
+    records: list[dict] = []
+    if spec.noise_fn or spec.noise_fp or spec.noise_file is not None:
+        fn, fp, per_class, file_hash = _class_rates(spec, classes)
+        u = step_rng(seed, "noise").random(n)
+        to_neg = (obs == 1) & (u < fn[entries.cls])
+        to_pos = (obs == -1) & (u < fp[entries.cls])
+        obs[to_neg], obs[to_pos] = -1, 1
+        records.append(
+            {
+                "step": "noise",
+                "fn": spec.noise_fn,
+                "fp": spec.noise_fp,
+                "per_class_file": None
+                if spec.noise_file is None
+                else {"path": str(Path(spec.noise_file).resolve()), "sha256": file_hash},
+                "per_class": per_class,
+                "seed": seed,
+                "rng": rng_description("noise") + ", one draw per stated entry",
+                "positives_to_negative": int(to_neg.sum()),
+                "negatives_to_positive": int(to_pos.sum()),
+            }
+        )
+    if spec.partial is not None:
+        hide = (obs != 0) & ~(step_rng(seed, "partial_entries").random(n) < spec.partial)
+        obs[hide] = 0
+        records.append(
+            {
+                "step": "partial",
+                "p": spec.partial,
+                "seed": seed,
+                "rng": rng_description("partial_entries") + ", one draw per stated entry",
+                "entries_hidden": int(hide.sum()),
+            }
+        )
+    elif spec.single_positive:
+        pos = np.flatnonzero(obs == 1)
+        before = len(pos)
+        keys = step_rng(seed, "single_positive").random(n)[pos]
+        order = np.lexsort((-keys, entries.image[pos]))  # per image, the highest key first
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = entries.image[pos][order][1:] != entries.image[pos][order][:-1]
+        kept = pos[order[first]]
+        obs[:] = 0
+        obs[kept] = 1
+        records.append(
+            {
+                "step": "single_positive",
+                "seed": seed,
+                "rng": rng_description("single_positive") + ", one draw per stated entry",
+                "positives_before": before,
+                "positives_kept": len(kept),
+            }
+        )
+    elif spec.drop_positives is not None:
+        drop = (obs == 1) & (step_rng(seed, "drop_positives").random(n) < spec.drop_positives)
+        obs[drop] = 0
+        records.append(
+            {
+                "step": "drop_positives",
+                "r": spec.drop_positives,
+                "seed": seed,
+                "rng": rng_description("drop_positives") + ", one draw per stated entry",
+                "positives_dropped": int(drop.sum()),
+            }
+        )
     if spec.strip_negatives:
         neg = obs == -1
         obs[neg] = 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 import json
 import re
 import shutil
@@ -23,7 +22,17 @@ from typing import Literal
 import numpy as np
 
 from pumlc_cli.atomic import temp_dir_beside
-from pumlc_cli.data.corrupt import CorruptionSpec, apply_corruptions, check_seed
+from pumlc_cli.data.corrupt import CorruptionSpec, apply_corruptions, apply_entry_corruptions, check_seed
+from pumlc_cli.data.entries import (
+    LABEL_NAMES,
+    LABEL_VALUES,
+    Entries,
+    SplitEntries,
+    absent_observed_value,
+    from_dense,
+    lookup,
+    split_of,
+)
 from pumlc_cli.data.image_cache import CACHE_DIR, cache_record, check_cache_size, write_image_cache
 from pumlc_cli.data.readers import LabelTable, check_listed_files, contained_name
 from pumlc_cli.data.splits import carve_validation
@@ -31,8 +40,11 @@ from pumlc_cli.errors import PumlcError
 from pumlc_cli.inputs import input_folder, read_input
 
 LABELS_FILE = "labels.parquet"
+IMAGES_FILE = "images.parquet"
+LABEL_FILES = (IMAGES_FILE, LABELS_FILE)
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+ENTRY_COLUMNS = {"image_idx": np.int32, "class_idx": np.int32, "truth": np.int8, "observed": np.int8}
 SPLITS = ("train", "val", "test")
 EMPTY_POLICIES = ("keep", "drop")
 
@@ -61,33 +73,80 @@ class SplitData:
 
 @dataclass
 class Prepared:
-    """A prepared folder loaded in memory (see `load_prepared`)."""
+    """A prepared folder loaded in memory (see `load_prepared`): the image table and the label entries."""
 
     path: Path
-    frame: object  # pandas.DataFrame: image, split, truth:<c>..., observed:<c>...
+    images_table: object  # pyarrow.Table: image, split (row = image index)
+    entries: Entries  # every stored label entry, image indices into images_table
     manifest: dict
     classes: list[str]
     image_root: Path  # where images are read from: the image cache when the folder has one
     manifest_hash: str
     source_image_root: Path  # the original images the table was read from
+    absent_truth: int = -1
+    absent_observed: dict = field(default_factory=dict)  # split -> value
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def frame(self):
+        """pandas.DataFrame with the columns image and split, one row per image in index order."""
+        if "frame" not in self._cache:
+            self._cache["frame"] = self.images_table.to_pandas()
+        return self._cache["frame"]
+
+    @property
+    def split_column(self) -> np.ndarray:
+        if "split" not in self._cache:
+            self._cache["split"] = np.asarray(self.images_table.column("split").to_numpy(zero_copy_only=False), str)
+        return self._cache["split"]
 
     @property
     def splits(self) -> list[str]:
         """Split names present in the table, in train/val/test order."""
-        present = set(self.frame["split"].unique())
+        present = set(np.unique(self.split_column).tolist())
         return [s for s in SPLITS if s in present]
 
-    def split_data(self, name: str) -> SplitData:
-        """Rows of split `name` ("train", "val", "test"; an absent split gives empty arrays)."""
+    def split_entries(self, name: str) -> SplitEntries:
+        """Rows of split `name` as CSR entries (memory grows with the stored labels, not images x classes)."""
         if name not in SPLITS:
             raise PumlcError(f"unknown split {name!r}: expected one of {', '.join(SPLITS)}")
+        key = ("entries", name)
+        if key not in self._cache:
+            in_split = self.split_column == name
+            indptr, pick = split_of(self.entries, in_split)
+            column = self.images_table.column("image").to_numpy(zero_copy_only=False)
+            self._cache[key] = SplitEntries(
+                images=column[in_split].astype(str).tolist(),
+                indptr=indptr,
+                classes=self.entries.cls[pick],
+                truth=self.entries.truth[pick],
+                observed=self.entries.observed[pick],
+                num_classes=len(self.classes),
+                absent_truth=self.absent_truth,
+                absent_observed=int(self.absent_observed.get(name, self.absent_truth)),
+            )
+        return self._cache[key]
+
+    def split_data(self, name: str) -> SplitData:
+        """Rows of split `name` ("train", "val", "test"; an absent split gives empty arrays) as dense matrices."""
         if name not in self._cache:
-            rows = self.frame[self.frame["split"] == name]
-            truth = rows[[f"truth:{c}" for c in self.classes]].to_numpy(dtype=np.int8)
-            observed = rows[[f"observed:{c}" for c in self.classes]].to_numpy(dtype=np.int8)
-            self._cache[name] = SplitData(rows["image"].astype(str).tolist(), truth, observed)
+            part = self.split_entries(name)
+            where = f"{self.path} ({name})"
+            self._cache[name] = SplitData(list(part.images), part.dense("truth", where), part.dense("observed", where))
         return self._cache[name]
+
+    def absent_observed_per_image(self) -> np.ndarray:
+        """int8 [N]: what an absent entry of each image reads as when observed (its split's rule)."""
+        out = np.full(len(self.split_column), self.absent_truth, dtype=np.int8)
+        for split, value in self.absent_observed.items():
+            out[self.split_column == split] = value
+        return out
+
+    def observed_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Observed labels at (image index, class index) pairs, absent ones by the rule."""
+        pos = lookup(self.entries, len(self.classes), rows, cols)
+        fill = self.absent_observed_per_image()[np.asarray(rows, dtype=np.int64)]
+        return np.where(pos >= 0, self.entries.observed[np.maximum(pos, 0)] if len(self.entries) else fill, fill)
 
     def image_path(self, rel: str) -> Path:
         """Absolute path of an image listed in the table."""
@@ -96,10 +155,8 @@ class Prepared:
 
 def load_prepared(path: str | Path) -> Prepared:
     """Read a folder written by `pumlc prepare`; a missing, damaged or hand-edited folder is a `PumlcError`."""
-    import pandas as pd
-
     path = Path(path)
-    man_file, lab_file = path / MANIFEST_FILE, path / LABELS_FILE
+    man_file = path / MANIFEST_FILE
     if not path.exists():
         raise PumlcError(f"{path}: prepared folder not found (create it with `pumlc prepare`)")
     input_folder(path, "prepared folder")
@@ -117,75 +174,177 @@ def load_prepared(path: str | Path) -> Prepared:
         image_root = (path / cache["dir"]).resolve() if cache else source_root
     except (ValueError, KeyError, TypeError, RecursionError):
         raise PumlcError(f"{man_file}: malformed manifest") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise PumlcError(
+            f"{path}: written by an older pumlc (format {manifest.get('format_version')}, one label column per "
+            f"class); re-prepare it with the same `pumlc prepare` command (sources and steps: {man_file.name})"
+        )
     if len(set(classes)) != len(classes):
         raise PumlcError(f"{man_file}: a class is listed twice")
-    if not lab_file.exists():
-        raise PumlcError(f"{lab_file}: missing")
-    data = read_input(lab_file, "label table")
-    expected_hash = manifest.get("labels_sha256")
-    if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
-        raise PumlcError(f"{lab_file}: changed since `pumlc prepare` wrote it (sha256 differs from {man_file.name})")
-    try:
-        frame = pd.read_parquet(io.BytesIO(data))
-    except Exception as err:  # pyarrow raises several types for damaged files
-        raise PumlcError(f"{lab_file}: cannot read ({str(err).splitlines()[0] if str(err) else err})") from None
-    _check_frame(frame, classes, lab_file)
+    absent_truth, absent_observed = _absent_rule(manifest, man_file)
+    hashes = manifest.get("files_sha256")
+    if not isinstance(hashes, dict) or set(hashes) != set(LABEL_FILES):
+        raise PumlcError(f"{man_file}: malformed manifest (files_sha256 must name {', '.join(LABEL_FILES)})")
+    tables = {name: _read_table(path / name, hashes[name], man_file) for name in LABEL_FILES}
+    images = tables[IMAGES_FILE]
+    entries = _check_tables(images, tables[LABELS_FILE], classes, path)
     return Prepared(
         path=path,
-        frame=frame,
+        images_table=images,
+        entries=entries,
         manifest=manifest,
         classes=classes,
         image_root=image_root,
         manifest_hash=hashlib.sha256(raw).hexdigest(),
         source_image_root=source_root,
+        absent_truth=absent_truth,
+        absent_observed=absent_observed,
     )
 
 
-def _check_frame(frame, classes: list[str], lab_file: Path) -> None:
-    """Columns match the manifest's classes exactly; labels are -1/0/1; splits are known; image paths are
-    contained and unique."""
-    label_cols = [f"truth:{c}" for c in classes] + [f"observed:{c}" for c in classes]
-    expected = ["image", "split", *label_cols]
-    missing = [c for c in expected if c not in frame.columns]
-    if missing:
-        raise PumlcError(f"{lab_file}: missing columns {', '.join(missing[:5])} (do not match the manifest's classes)")
-    extra = [c for c in frame.columns if c not in expected]
-    if extra:
-        raise PumlcError(f"{lab_file}: columns {', '.join(extra[:5])} are not in the manifest's classes")
-    labels = frame[label_cols].to_numpy()
-    if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < -1 or labels.max() > 1):
-        import pandas as pd
+def _absent_rule(manifest: dict, man_file: Path) -> tuple[int, dict[str, int]]:
+    try:
+        rule = manifest["labels"]
+        truth = LABEL_VALUES[rule["absent_truth"]]
+        observed = {s: LABEL_VALUES[v] for s, v in rule["absent_observed"].items() if s in SPLITS}
+    except (KeyError, TypeError, AttributeError):
+        raise PumlcError(f"{man_file}: malformed manifest (labels: absent_truth / absent_observed)") from None
+    return truth, observed
 
-        values = set(labels.ravel().tolist())  # any types: strings, floats, None
-        bad = sorted(repr(v) for v in values if isinstance(v, str | bytes) or v not in (-1, 0, 1))[:3]
-        kinds = sorted({str(t) for t in frame[label_cols].dtypes if not pd.api.types.is_integer_dtype(t)})
-        found = ", ".join(bad) if bad else f"{'/'.join(kinds)} columns"  # e.g. floats that are all -1, 0 or 1
-        raise PumlcError(f"{lab_file}: labels must be -1, 0 or 1, found {found}")
-    splits = set(frame["split"].unique())
+
+def _read_table(file: Path, expected_hash: object, man_file: Path):
+    import pyarrow.parquet as pq
+
+    if not file.exists():
+        raise PumlcError(f"{file}: missing")
+    data = read_input(file, "label table")
+    if hashlib.sha256(data).hexdigest() != expected_hash:
+        raise PumlcError(f"{file}: changed since `pumlc prepare` wrote it (sha256 differs from {man_file.name})")
+    try:
+        import pyarrow as pa
+
+        return pq.read_table(pa.BufferReader(data))
+    except Exception as err:  # pyarrow raises several types for damaged files
+        raise PumlcError(f"{file}: cannot read ({str(err).splitlines()[0] if str(err) else err})") from None
+
+
+_BAD_PATH = r"(^|/)\.{1,2}(/|$)|//|^/|^\s|\s$|\x00|^$|/$"
+
+
+def _check_tables(images, labels, classes: list[str], path: Path) -> Entries:
+    """Images: columns image, split; paths contained, normalised and unique; known splits. Labels: the entry
+    columns with their types, indices in range, values -1/0/1, sorted by (image, class) without duplicates."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    img_file, lab_file = path / IMAGES_FILE, path / LABELS_FILE
+    if "image" not in images.column_names or "split" not in images.column_names:
+        raise PumlcError(f"{img_file}: needs the columns image and split")
+    names = images.column("image")
+    if not pa.types.is_string(names.type) and not pa.types.is_large_string(names.type):
+        raise PumlcError(f"{img_file}: column image must hold strings")
+    if names.null_count:
+        raise PumlcError(f"{img_file}: an image path is missing")
+    bad = pc.match_substring_regex(names, _BAD_PATH)
+    if pc.any(bad).as_py():
+        i = int(pc.index(bad, True).as_py())
+        name = names[i].as_py()
+        contained_name(name, f"{img_file}: row {i}")
+        raise PumlcError(f"{img_file}: row {i}: image path {name!r} is not normalised")
+    if pc.count_distinct(names).as_py() != len(names):
+        counts = pc.value_counts(names)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+        raise PumlcError(f"{img_file}: image {dup!r} is listed twice")
+    splits = set(pc.unique(images.column("split")).to_pylist())
     if not splits <= set(SPLITS):
-        bad = sorted(map(str, splits - set(SPLITS)))
-        raise PumlcError(f"{lab_file}: unknown split(s) {', '.join(bad)} (expected {', '.join(SPLITS)})")
-    images = frame["image"].tolist()
-    for i, name in enumerate(images):
-        if contained_name(name, f"{lab_file}: row {i}") != name:
-            raise PumlcError(f"{lab_file}: row {i}: image path {name!r} is not normalised")
-    if frame["image"].duplicated().any():
-        dup = frame["image"][frame["image"].duplicated()].iloc[0]
-        raise PumlcError(f"{lab_file}: image {dup!r} is listed twice")
+        bad_splits = sorted(map(str, splits - set(SPLITS)))
+        raise PumlcError(f"{img_file}: unknown split(s) {', '.join(bad_splits)} (expected {', '.join(SPLITS)})")
+    if any(c.startswith(("truth:", "observed:")) for c in labels.column_names):
+        raise PumlcError(f"{lab_file}: one column per class is the old layout; re-prepare the folder")
+    missing = [c for c in ENTRY_COLUMNS if c not in labels.column_names]
+    if missing or len(labels.column_names) != len(ENTRY_COLUMNS):
+        raise PumlcError(f"{lab_file}: expected the columns {', '.join(ENTRY_COLUMNS)}")
+    cols = {}
+    for name, kind in ENTRY_COLUMNS.items():
+        col = labels.column(name)
+        if not pa.types.is_integer(col.type) or col.null_count:
+            raise PumlcError(f"{lab_file}: column {name} must hold integers")
+        cols[name] = col.to_numpy().astype(kind, copy=False)
+    n, c = len(names), len(classes)
+    for name, bound, what in (
+        ("image_idx", n, f"{img_file.name}'s {n} images"),
+        ("class_idx", c, f"the manifest's {c} classes"),
+    ):
+        v = cols[name]
+        if len(v) and (v.min() < 0 or v.max() >= bound):
+            raise PumlcError(f"{lab_file}: {name} outside [0, {bound}) (does not match {what})")
+    for name in ("truth", "observed"):
+        v = cols[name]
+        if len(v) and (v.min() < -1 or v.max() > 1):
+            raise PumlcError(f"{lab_file}: labels must be -1, 0 or 1 in column {name}")
+    key = cols["image_idx"].astype(np.int64) * c + cols["class_idx"]
+    if len(key) > 1 and not (np.diff(key) > 0).all():
+        raise PumlcError(f"{lab_file}: entries must be sorted by (image_idx, class_idx), each once")
+    return Entries(cols["image_idx"], cols["class_idx"], cols["truth"], cols["observed"])
 
 
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _arrow_table(images: list[str], split: np.ndarray, truth: np.ndarray, observed: np.ndarray, classes):
-    import pyarrow as pa
+@dataclass(frozen=True)
+class LabelStore:
+    """What a prepared folder's two label files hold: images with their split, the entries, and the rule for the
+    absent entries (see `pumlc_cli.data.entries`)."""
 
-    cols = {"image": pa.array(images, type=pa.string()), "split": pa.array(split.tolist(), type=pa.string())}
-    for j, c in enumerate(classes):
-        cols[f"truth:{c}"] = pa.array(np.ascontiguousarray(truth[:, j]), type=pa.int8())
-    for j, c in enumerate(classes):
-        cols[f"observed:{c}"] = pa.array(np.ascontiguousarray(observed[:, j]), type=pa.int8())
-    return pa.table(cols)
+    images: list[str]
+    split: np.ndarray  # str [N]
+    entries: Entries
+    absent_truth: int = -1
+    absent_observed: dict = field(default_factory=dict)  # split -> value
+
+    @classmethod
+    def from_dense(
+        cls, images: list[str], split: np.ndarray, truth: np.ndarray, observed: np.ndarray, absent_truth: int = -1
+    ) -> LabelStore:
+        """Entries of dense matrices, each split's absent observed value the one most of its absent entries take."""
+        split = np.asarray(split, dtype=str)
+        absent = {s: absent_observed_value(truth[split == s], observed[split == s], absent_truth) for s in SPLITS}
+        per_row = np.zeros(len(split), dtype=np.int8)
+        for s in SPLITS:
+            per_row[split == s] = absent[s]
+        return cls(list(images), split, from_dense(truth, observed, absent_truth, per_row), absent_truth, absent)
+
+    def rule(self) -> dict:
+        """The manifest's `labels` record."""
+        return {
+            "layout": "entries",
+            "absent_truth": LABEL_NAMES[self.absent_truth],
+            "absent_observed": {s: LABEL_NAMES[self.absent_observed.get(s, self.absent_truth)] for s in SPLITS},
+            "entries": len(self.entries),
+        }
+
+    def tables(self) -> dict:
+        import pyarrow as pa
+
+        e = self.entries
+        images = pa.table(
+            {
+                "image": pa.array(self.images, type=pa.string()),
+                "split": pa.array(np.asarray(self.split, dtype=object), type=pa.string()).dictionary_encode(),
+            }
+        )
+        labels = pa.table(
+            {
+                name: pa.array(np.ascontiguousarray(arr, dtype=kind))
+                for (name, kind), arr in zip(ENTRY_COLUMNS.items(), (e.image, e.cls, e.truth, e.observed), strict=True)
+            }
+        )
+        return {IMAGES_FILE: images, LABELS_FILE: labels}
+
+
+def store_of(prepared: Prepared) -> LabelStore:
+    """A loaded folder's labels, to be changed and written again (audit folds, relabel)."""
+    return LabelStore(prepared.images_table.column("image").to_pylist(), prepared.split_column.copy(), prepared.entries)
 
 
 def manifest_text(manifest: dict) -> str:
@@ -203,9 +362,10 @@ _SCALAR_LIST = re.compile(r"\[\n((?:\s*(?:-?[\d.eE+-]+|\"(?:[^\"\\]|\\.)*\"|true
 
 
 def write_prepared(
-    out: Path, table, manifest: dict, force: bool = False, populate: Callable[[Path], None] | None = None
+    out: Path, store: LabelStore, manifest: dict, force: bool = False, populate: Callable[[Path], None] | None = None
 ) -> None:
-    """Write both files into a temporary folder beside `out`, then rename it into place.
+    """Write the label files and the manifest (with their sha256) into a temporary folder beside `out`, then
+    rename it into place.
 
     `populate(tmp)` adds more files (the image cache) before the rename, so a failure leaves nothing behind.
     """
@@ -217,19 +377,22 @@ def write_prepared(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_beside(out)
     try:
-        pq.write_table(
-            table,
-            tmp / LABELS_FILE,
-            version="2.6",
-            compression="zstd",
-            compression_level=3,
-            use_dictionary=True,
-            write_statistics=True,
-            row_group_size=1 << 20,
-            data_page_size=1 << 20,
-            store_schema=False,
-        )
-        manifest = {**manifest, "labels_sha256": hashlib.sha256((tmp / LABELS_FILE).read_bytes()).hexdigest()}
+        hashes = {}
+        for name, table in store.tables().items():
+            pq.write_table(
+                table,
+                tmp / name,
+                version="2.6",
+                compression="zstd",
+                compression_level=3,
+                use_dictionary=True,
+                write_statistics=True,
+                row_group_size=1 << 20,
+                data_page_size=1 << 20,
+                store_schema=False,
+            )
+            hashes[name] = _sha256_file(tmp / name)
+        manifest = {**manifest, "format_version": FORMAT_VERSION, "labels": store.rule(), "files_sha256": hashes}
         (tmp / MANIFEST_FILE).write_text(manifest_text(manifest), encoding="utf-8")
         if populate is not None:
             populate(tmp)
@@ -250,6 +413,14 @@ def write_prepared(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_image_files(table: LabelTable) -> None:
@@ -278,6 +449,7 @@ class WriteOptions:
     clean_val: bool = False
     empty_images: Literal["keep", "drop"] = "keep"
     check_images: bool = False
+    images_optional: bool = False
     force: bool = False
     cache_size: int | None = None
     cache_workers: int | None = None
@@ -297,6 +469,10 @@ def prepare_dataset(
     check_seed(opt.seed)
     if opt.empty_images not in EMPTY_POLICIES:
         raise PumlcError(f"--empty-images must be keep or drop, got {opt.empty_images!r}")
+    if opt.images_optional and (opt.check_images or opt.cache_size is not None):
+        raise PumlcError(
+            "--images-optional skips the image files: it cannot be combined with --check-images or --cache-size"
+        )
     check_cache_size(opt.cache_size, opt.cache_workers)
     n_read = len(table.images)
     n_empty = int(table.empty.sum())
@@ -306,24 +482,18 @@ def prepare_dataset(
         raise PumlcError(f"{table.image_root}: no training images (after --empty-images {opt.empty_images})")
     if opt.check_images:
         check_image_files(table)
-    else:
+    elif not opt.images_optional:
         check_listed_files(table.image_root, table.images)
 
-    is_train = table.part == "train"
-    truth = table.truth
-    truth_tr = truth[is_train]
-    obs_tr, records = apply_corruptions(truth_tr, spec, opt.seed, table.classes)
-    is_val, split_record = carve_validation(len(truth_tr), opt.val_fraction, opt.seed)
-    split_record["clean_val"] = opt.clean_val
-    if opt.clean_val:
-        obs_tr[is_val] = truth_tr[is_val]
-    observed = truth.copy()
-    observed[is_train] = obs_tr
-    split = np.full(len(table.images), "test", dtype=object)
-    split[np.flatnonzero(is_train)] = np.where(is_val, "val", "train")
-    split = split.astype(str)
+    split, split_record = _assign_splits(table.part, opt)
+    corrupted = (table.part == "train") | (table.part == "val")
+    if table.entries is None:
+        store, records = _dense_labels(table, split, corrupted, spec, opt)
+    else:
+        store, records = _sparse_labels(table, split, corrupted, spec, opt)
 
     policies = {"empty_images": opt.empty_images, **table.info.get("policies", {})}
+    policies["image_files"] = "not checked (--images-optional)" if opt.images_optional else "checked"
     counts = {s: int((split == s).sum()) for s in SPLITS}
     if counts["train"] == 0:
         raise PumlcError(f"{table.image_root}: the train split would be empty ({counts['val']} image(s), all to val)")
@@ -332,6 +502,7 @@ def prepare_dataset(
             "read": n_read,
             "empty_in_source": n_empty,
             "dropped_empty": n_empty if opt.empty_images == "drop" else 0,
+            "label_entries": len(store.entries),
         }
     )
     info = {k: v for k, v in table.info.items() if k != "policies"}
@@ -345,6 +516,7 @@ def prepare_dataset(
         "image_dirs": [str(Path(d).resolve()) for d in table.image_dirs],
         "classes": list(table.classes),
         "encoding": {"positive": 1, "negative": -1, "unknown": 0},
+        "labels": store.rule(),
         "policies": policies,
         "seed": opt.seed,
         "corruptions": records,
@@ -359,6 +531,46 @@ def prepare_dataset(
         def populate(tmp: Path) -> None:
             write_image_cache(table.image_root, table.images, tmp / CACHE_DIR, opt.cache_size, opt.cache_workers)
 
-    arrow = _arrow_table(table.images, split, truth, observed, table.classes)
-    write_prepared(Path(out), arrow, manifest, force=opt.force, populate=populate)
+    write_prepared(Path(out), store, manifest, force=opt.force, populate=populate)
     return manifest
+
+
+def _assign_splits(part: np.ndarray, opt: WriteOptions) -> tuple[np.ndarray, dict]:
+    """train/val/test per row: a source's own validation part is val; without one, val is carved from train."""
+    split = np.asarray(part, dtype=object).copy()
+    if (part == "val").any():
+        record = {"from": "the source's validation file", "n_val": int((part == "val").sum())}
+    else:
+        is_train = part == "train"
+        is_val, record = carve_validation(int(is_train.sum()), opt.val_fraction, opt.seed)
+        split[np.flatnonzero(is_train)] = np.where(is_val, "val", "train")
+    record["clean_val"] = opt.clean_val
+    return split.astype(str), record
+
+
+def _dense_labels(table: LabelTable, split: np.ndarray, corrupted: np.ndarray, spec: CorruptionSpec, opt):
+    """Exhaustive annotations (absent = negative): the corruptions see the training file's dense matrix (so the
+    HCP mask is drawn exactly as published), then only the entries that differ from the absent pair are kept."""
+    truth = table.truth
+    observed = truth.copy()
+    obs_tr, records = apply_corruptions(truth[corrupted], spec, opt.seed, table.classes)
+    observed[corrupted] = obs_tr
+    if opt.clean_val:
+        val = split == "val"
+        observed[val] = truth[val]
+    return LabelStore.from_dense(table.images, split, truth, observed, table.absent_truth), records
+
+
+def _sparse_labels(table: LabelTable, split: np.ndarray, corrupted: np.ndarray, spec: CorruptionSpec, opt):
+    """Partial annotations (absent = unknown): the corruptions act on the stated entries only."""
+    e = table.entries
+    sel = corrupted[e.image]
+    observed = e.observed.copy()
+    observed[sel], records = apply_entry_corruptions(e.take(sel), spec, opt.seed, table.classes)
+    if opt.clean_val:
+        val = (split == "val")[e.image]
+        observed[val] = e.observed[val]
+    out = Entries(e.image, e.cls, e.truth, observed)
+    keep = (out.truth != table.absent_truth) | (out.observed != table.absent_truth)
+    rule = dict.fromkeys(SPLITS, table.absent_truth)
+    return LabelStore(table.images, split, out.take(keep), table.absent_truth, rule), records

@@ -18,7 +18,11 @@ observed and the rates are zero by construction; the summary says so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from pumlc_cli.data.entries import SplitEntries
 
 SORT_KEYS = {
     "index": ("index", False),
@@ -38,42 +42,84 @@ def _ratio(num: int | float, den: int | float) -> float | None:
     return float(num) / float(den) if den else None
 
 
+PAIRS = [(t, o) for t in (-1, 0, 1) for o in (-1, 0, 1)]
+
+
+@dataclass
+class Counts:
+    """Per-class counts of every (truth, observed) pair and the positives per image: all that the statistics
+    need, summed over the entries plus the absent entries of each split (never an images x classes matrix)."""
+
+    pairs: dict[tuple[int, int], np.ndarray]  # (truth, observed) -> [C] counts
+    card_truth: np.ndarray  # true positives per image
+    card_observed: np.ndarray  # observed positives per image
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            {k: self.pairs[k] + other.pairs[k] for k in PAIRS},
+            np.concatenate([self.card_truth, other.card_truth]),
+            np.concatenate([self.card_observed, other.card_observed]),
+        )
+
+
+def split_counts(part: SplitEntries) -> Counts:
+    """`Counts` of one split from its entries and its absent pair."""
+    c, n = part.num_classes, len(part)
+    cls, t, o = part.classes, part.truth, part.observed
+    per_class = np.bincount(cls, minlength=c)
+    pairs = {(a, b): np.bincount(cls[(t == a) & (o == b)], minlength=c).astype(np.int64) for a, b in PAIRS}
+    pairs[(part.absent_truth, part.absent_observed)] += n - per_class
+    rows = part.rows
+    per_image = np.diff(part.indptr)
+
+    def card(values: np.ndarray, absent: int) -> np.ndarray:
+        out = np.bincount(rows[values == 1], minlength=n).astype(np.int64)
+        return out + (c - per_image) if absent == 1 else out
+
+    return Counts(pairs, card(t, part.absent_truth), card(o, part.absent_observed))
+
+
 def label_stats(truth: np.ndarray, observed: np.ndarray, classes: list[str]) -> dict:
-    """Summary, per-class rows and positives-per-image histograms for one (truth, observed) pair."""
+    """Summary, per-class rows and positives-per-image histograms for one dense (truth, observed) pair."""
     truth = np.asarray(truth, dtype=np.int8)
     observed = np.asarray(observed, dtype=np.int8)
     n, c = truth.shape
-    t_pos, t_neg = truth == 1, truth == -1
-    o_pos, o_neg, o_unk = observed == 1, observed == -1, observed == 0
+    cls = np.tile(np.arange(c, dtype=np.int32), n)
+    indptr = np.arange(n + 1, dtype=np.int64) * c
+    part = SplitEntries([""] * n, indptr, cls, truth.ravel(), observed.ravel(), c, -1, -1)
+    return counts_stats(split_counts(part), classes)
+
+
+def counts_stats(counts: Counts, classes: list[str]) -> dict:
+    """Summary, per-class rows and positives-per-image histograms from `Counts`."""
+    p = counts.pairs
+    n, c = len(counts.card_truth), len(classes)
+
+    def total(keep) -> np.ndarray:
+        return sum((p[k] for k in PAIRS if keep(*k)), np.zeros(c, np.int64))
+
+    tp, tn = total(lambda t, o: t == 1), total(lambda t, o: t == -1)
+    op, on, unk = total(lambda t, o: o == 1), total(lambda t, o: o == -1), total(lambda t, o: o == 0)
+    hidden_pos, hidden_neg = p[(1, 0)], p[(-1, 0)]
+    false_neg, false_pos, correct = p[(1, -1)], p[(-1, 1)], p[(1, 1)]
     entries = n * c
-    card = t_pos.sum(axis=1)
-    o_card = o_pos.sum(axis=1)
     summary = {
         "images": int(n),
         "classes": int(c),
-        "label_cardinality": _ratio(card.sum(), n),
-        "label_density": _ratio(card.sum(), entries),
-        "observed_cardinality": _ratio(o_card.sum(), n),
-        "observed_positive_share": _ratio(o_pos.sum(), entries),
-        "observed_negative_share": _ratio(o_neg.sum(), entries),
-        "observed_unknown_share": _ratio(o_unk.sum(), entries),
-        "truth_unknown_entries": int((truth == 0).sum()),
-        "hidden_positives": int((t_pos & o_unk).sum()),
-        "hidden_negatives": int((t_neg & o_unk).sum()),
-        "false_negatives": int((t_pos & o_neg).sum()),
-        "false_positives": int((t_neg & o_pos).sum()),
-        "observed_positive_recall": _ratio((t_pos & o_pos).sum(), t_pos.sum()),
-        "truth_equals_observed": bool(np.array_equal(truth, observed)),
+        "label_cardinality": _ratio(tp.sum(), n),
+        "label_density": _ratio(tp.sum(), entries),
+        "observed_cardinality": _ratio(op.sum(), n),
+        "observed_positive_share": _ratio(op.sum(), entries),
+        "observed_negative_share": _ratio(on.sum(), entries),
+        "observed_unknown_share": _ratio(unk.sum(), entries),
+        "truth_unknown_entries": int(total(lambda t, o: t == 0).sum()),
+        "hidden_positives": int(hidden_pos.sum()),
+        "hidden_negatives": int(hidden_neg.sum()),
+        "false_negatives": int(false_neg.sum()),
+        "false_positives": int(false_pos.sum()),
+        "observed_positive_recall": _ratio(correct.sum(), tp.sum()),
+        "truth_equals_observed": not any(p[(t, o)].any() for t, o in PAIRS if t != o),
     }
-    tp = t_pos.sum(axis=0)
-    tn = t_neg.sum(axis=0)
-    op = o_pos.sum(axis=0)
-    hidden_pos = (t_pos & o_unk).sum(axis=0)
-    hidden_neg = (t_neg & o_unk).sum(axis=0)
-    false_neg = (t_pos & o_neg).sum(axis=0)
-    false_pos = (t_neg & o_pos).sum(axis=0)
-    correct = (t_pos & o_pos).sum(axis=0)
-    unk = o_unk.sum(axis=0)
     rows = [
         {
             "index": j,
@@ -95,7 +141,7 @@ def label_stats(truth: np.ndarray, observed: np.ndarray, classes: list[str]) -> 
     return {
         "summary": summary,
         "per_class": rows,
-        "histogram": {"truth": _hist(card), "observed": _hist(o_card)},
+        "histogram": {"truth": _hist(counts.card_truth), "observed": _hist(counts.card_observed)},
     }
 
 
@@ -121,31 +167,30 @@ def sort_rows(rows: list[dict], key: str) -> list[dict]:
 
 
 def dataset_stats(prepared, split: str = "train") -> dict:
-    """Images per split plus `label_stats` of one split of a loaded prepared folder ("all": every split)."""
-    splits = {s: len(prepared.split_data(s)) for s in ("train", "val", "test")}
-    if split == "all":
-        parts = [prepared.split_data(s) for s in ("train", "val", "test")]
-        truth = np.concatenate([p.truth for p in parts])
-        observed = np.concatenate([p.observed for p in parts])
-    else:
-        data = prepared.split_data(split)
-        truth, observed = data.truth, data.observed
-    out = label_stats(truth, observed, prepared.classes)
+    """Images per split plus the statistics of one split of a loaded prepared folder ("all": every split), from
+    the label entries."""
+    splits = {s: len(prepared.split_entries(s)) for s in ("train", "val", "test")}
+    names = ("train", "val", "test") if split == "all" else (split,)
+    counts = split_counts(prepared.split_entries(names[0]))
+    for name in names[1:]:
+        counts = counts + split_counts(prepared.split_entries(name))
+    out = counts_stats(counts, prepared.classes)
     out["summary"] = {"split": split, "images_per_split": splits, **out["summary"]}
     return {
         "path": str(prepared.path),
         "manifest_hash": prepared.manifest_hash,
         "corruptions": [s["step"] for s in prepared.manifest.get("corruptions", [])],
+        "absent_truth": prepared.manifest["labels"]["absent_truth"],
         **out,
     }
 
 
 def class_counts(prepared) -> list[dict]:
     """Every class with its true positives in each split (`pumlc stats DIR --classes`)."""
-    parts = {s: prepared.split_data(s) for s in ("train", "val", "test")}
-    totals = {
-        s: (p.truth == 1).sum(axis=0) if len(p) else np.zeros(len(prepared.classes), int) for s, p in parts.items()
-    }
+    totals = {}
+    for s in ("train", "val", "test"):
+        pairs = split_counts(prepared.split_entries(s)).pairs
+        totals[s] = pairs[(1, -1)] + pairs[(1, 0)] + pairs[(1, 1)]
     return [
-        {"index": j, "class": name, **{s: int(totals[s][j]) for s in parts}} for j, name in enumerate(prepared.classes)
+        {"index": j, "class": name, **{s: int(totals[s][j]) for s in totals}} for j, name in enumerate(prepared.classes)
     ]

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from pumlc_cli.data.entries import Entries, reindex
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.inputs import read_input
 
@@ -26,24 +27,31 @@ POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 class LabelTable:
     """Image-level labels as read from the source, before any corruption.
 
-    `part` says which source file a row came from: "train" (later split into train/val) or "test". Rows keep
-    the source's order (the annotation order matters: the HCP partial-label mask is drawn over it).
+    `part` says which source file a row came from: "train" (later split into train/val), "val" (a source's own
+    validation file) or "test". Rows keep the source's order (the annotation order matters: the HCP partial-label
+    mask is drawn over it). Exhaustive annotations (COCO, VOC, CSV) give the dense `truth` matrix, where an absent
+    class is a negative; partial ones (Open Images) give `entries` (truth and observed of the stated labels only)
+    with `absent_truth` unknown.
     """
 
     classes: list[str]
     images: list[str]  # posix paths relative to `image_root`
-    part: np.ndarray  # str array, "train" | "test"
-    truth: np.ndarray  # int8 [N, C], 1 / -1 / 0
+    part: np.ndarray  # str array, "train" | "val" | "test"
+    truth: np.ndarray | None  # int8 [N, C], 1 / -1 / 0
     empty: np.ndarray  # bool [N], the source has no annotation at all for the image
     image_root: Path
     sources: list[dict] = field(default_factory=list)  # {"role", "path", "sha256"}
     info: dict = field(default_factory=dict)  # reader, class source, policies, reader-specific counts
     image_dirs: list[Path] = field(default_factory=list)  # the folders images are read from (default: the root)
+    entries: Entries | None = None  # stated labels (sparse sources), image indices into `images`
+    absent_truth: int = NEGATIVE
 
     def __post_init__(self) -> None:
         self.image_dirs = self.image_dirs or [self.image_root]
         n, c = len(self.images), len(self.classes)
-        if self.truth.shape != (n, c):
+        if (self.truth is None) == (self.entries is None):
+            raise ValueError("a LabelTable holds either a dense truth matrix or entries")
+        if self.truth is not None and self.truth.shape != (n, c):
             raise ValueError(f"truth has shape {self.truth.shape}, expected {(n, c)}")
 
     def subset(self, keep: np.ndarray) -> LabelTable:
@@ -53,12 +61,14 @@ class LabelTable:
             classes=list(self.classes),
             images=[self.images[i] for i in idx],
             part=self.part[idx],
-            truth=self.truth[idx],
+            truth=None if self.truth is None else self.truth[idx],
             empty=self.empty[idx],
             image_root=self.image_root,
             sources=self.sources,
             info=self.info,
             image_dirs=self.image_dirs,
+            entries=None if self.entries is None else reindex(self.entries, np.asarray(keep, dtype=bool)),
+            absent_truth=self.absent_truth,
         )
 
 
