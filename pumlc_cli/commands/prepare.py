@@ -1,4 +1,4 @@
-"""`pumlc prepare coco|voc|csv`: read annotations, corrupt the training labels, write a prepared folder.
+"""`pumlc prepare coco|voc|csv|openimages`: read annotations, corrupt the training labels, write a prepared folder.
 
 Only numpy/pandas/pyarrow are imported here (no torch), so preparing data stays fast.
 """
@@ -9,6 +9,7 @@ import functools
 import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
@@ -33,6 +34,10 @@ EXAMPLES = {
         "pumlc prepare csv --train train.csv --test test.csv --images imgs --out prep",
         "pumlc prepare csv --train positives_only.csv --images imgs --out prep --strip-negatives",
     ),
+    "openimages": (
+        "pumlc prepare openimages --root openimages --out prep",
+        "pumlc prepare openimages --root openimages --out prep --images-optional --machine-labels 0.9",
+    ),
 }
 
 
@@ -43,7 +48,7 @@ class FormatGroup(HelpGroup):
         first = args[0] if args else ""
         if first.startswith("-") and first not in CONTEXT["help_option_names"]:
             raise PumlcError(
-                f"prepare {first}: name the format first: pumlc prepare coco|voc|csv {' '.join(args)} "
+                f"prepare {first}: name the format first: pumlc prepare coco|voc|csv|openimages {' '.join(args)} "
                 "(see pumlc prepare -h)"
             )
         return super().parse_args(ctx, args)
@@ -51,7 +56,7 @@ class FormatGroup(HelpGroup):
 
 app = typer.Typer(
     cls=FormatGroup,
-    help="Read annotations (COCO, VOC or CSV), corrupt the training labels, write a prepared folder.",
+    help="Read annotations (COCO, VOC, CSV or Open Images), corrupt the training labels, write a prepared folder.",
     epilog=examples(*(lines[0] for lines in EXAMPLES.values())),
     no_args_is_help=True,
     context_settings=CONTEXT,
@@ -208,6 +213,13 @@ def _summary(out: Path, manifest: dict) -> None:
         f"{len(manifest['classes'])} classes ({src.get('class_source')}), "
         f"{counts['empty_in_source']} empty image(s) {'dropped' if counts['dropped_empty'] else 'kept'}; "
         f"images under {manifest['image_root']}"
+    )
+    labels = manifest["labels"]
+    files = manifest["policies"]["image_files"]
+    console.print(
+        f"{counts['label_entries']:,} label entries stored, every other label {labels['absent_truth']} in truth; "
+        f"image files {files}",
+        highlight=False,
     )
     cache = manifest.get("image_cache")
     if cache:
@@ -428,3 +440,49 @@ def csv_(
 
     class_file = classes if classes is not None and Path(classes).is_file() else None
     _prepare(read, out, spec, options, [train, test, images, class_file])
+
+
+@app.command("openimages", cls=HelpCommand, epilog=examples(*EXAMPLES["openimages"]))
+@format_command
+def openimages(
+    out: Out,
+    root: Annotated[
+        Path,
+        typer.Option(
+            help="Open Images folder: the V6 or V7 class descriptions, trainable list and "
+            "*-annotations-human-imagelabels.csv files; images under train/, validation/, test/."
+        ),
+    ],
+    classes: Annotated[
+        str, typer.Option(help="Classes: trainable (the official list), all, or a file of MIDs (one per line).")
+    ] = "trainable",
+    machine_labels: Annotated[
+        float | None,
+        typer.Option(
+            metavar="MIN_CONF",
+            help="Also add the machine-generated labels with Confidence >= MIN_CONF as observed positives.",
+        ),
+    ] = None,
+    images_optional: Annotated[
+        bool,
+        typer.Option(
+            "--images-optional", help="Prepare the labels before the images are downloaded.", rich_help_panel=_S
+        ),
+    ] = False,
+    *,
+    spec: CorruptionSpec,
+    options: WriteOptions,
+) -> None:
+    """Open Images V6/V7 image-level labels: verified labels known, every other class unknown.
+
+    train -> train, validation -> val, test -> test; labels of classes outside --classes are dropped.
+    """
+    from pumlc_cli.data.readers.openimages import read_openimages
+
+    _prepare(
+        lambda: read_openimages(root, classes, machine_labels),
+        out,
+        spec,
+        replace(options, images_optional=images_optional),
+        [root, classes if Path(classes).is_file() else None],
+    )

@@ -21,6 +21,8 @@ EXAMPLES = examples(
 )
 
 Split = Literal["train", "val", "test", "all"]
+MANY_CLASSES = 100  # above this, the per-class table shows the first and last rows of its order
+SHOWN_ROWS = 20
 Sort = Literal["index", "name", "positives", "observed", "hidden", "fn", "fp", "unknown", "precision", "recall"]
 
 
@@ -35,7 +37,18 @@ def _num(v: float | None, digits: int = 2) -> str:
 def stats(
     path: Annotated[Path, typer.Argument(help="Prepared folder (from `pumlc prepare`).")],
     split: Annotated[Split, typer.Option(help="Split of the per-class table and histogram.")] = "train",
-    sort: Annotated[Sort, typer.Option(help="Order of the per-class table.")] = "index",
+    sort: Annotated[
+        Sort | None,
+        typer.Option(help=f"Order of the per-class table (default: index; positives above {MANY_CLASSES} classes)."),
+    ] = None,
+    rows: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help=f"Per-class rows shown: the first and last N/2 of the order (default: all up to {MANY_CLASSES} "
+            f"classes, else {SHOWN_ROWS}: the most and least labelled; 0: all).",
+        ),
+    ] = None,
     classes: Annotated[
         bool, typer.Option("--classes", help="List the classes with their true positives per split, then stop.")
     ] = False,
@@ -61,6 +74,8 @@ def stats(
             _class_table(rows, path)
         return
     result = dataset_stats(prepared, split)
+    many = len(prepared.classes) > MANY_CLASSES
+    sort = sort or ("positives" if many else "index")
     result["per_class"] = sort_rows(result["per_class"], sort)
     if json_file is not None:
         write_text(target or "-", json.dumps(result, indent=2) + "\n")
@@ -73,7 +88,8 @@ def stats(
         return
     if result["summary"]["truth_equals_observed"]:
         console.print("truth equals observed here: no injected noise or hidden labels to measure")
-    console.print(_per_class_table(result["per_class"], split, sort))
+    shown = rows if rows is not None else (SHOWN_ROWS if many else 0)
+    console.print(_per_class_table(result["per_class"], split, sort, shown))
     console.print(_histogram(result["histogram"], split))
 
 
@@ -104,7 +120,9 @@ def _summary_table(result: dict, path: Path, split: str):
     summ.add_row("false negatives (true +, observed −)", str(s["false_negatives"]))
     summ.add_row("false positives (true −, observed +)", str(s["false_positives"]))
     summ.add_row("true positives still observed positive", _pct(s["observed_positive_recall"]))
-    if s["truth_unknown_entries"]:
+    if result["absent_truth"] == "unknown":
+        summ.add_row("not verified (unknown in truth)", f"{s['truth_unknown_entries']:,}")
+    elif s["truth_unknown_entries"]:
         summ.add_row("unknown in truth (e.g. VOC difficult-only)", str(s["truth_unknown_entries"]))
     summ.add_row("corruptions", " → ".join(result["corruptions"]) or "none")
     return summ
@@ -124,9 +142,11 @@ _PER_CLASS = (
 )
 
 
-def _per_class_table(rows: list[dict], split: str, sort: str):
+def _per_class_table(rows: list[dict], split: str, sort: str, shown: int = 0):
+    """All rows, or (`shown` > 0) the first and last shown/2 of the order with the count of those left out."""
+    hidden = len(rows) - shown if 0 < shown < len(rows) else 0
     tab = _table(
-        f"per class ({split}, by {sort})",
+        f"per class ({split}, by {sort}" + (f"; first and last {shown // 2} of {len(rows)}" if hidden else "") + ")",
         caption="hidden+ / hidden−: true positives / negatives observed unknown. FN: false negatives (true +, "
         "observed −). FP: false positives (true −, observed +). prec., recall: of the observed positives against "
         "the truth. FN and FP rates: --json.",
@@ -136,7 +156,12 @@ def _per_class_table(rows: list[dict], split: str, sort: str):
             tab.add_column(header, overflow="fold", min_width=6)
         else:
             tab.add_column(header, justify="right", no_wrap=True)
-    for r in rows:
+    head, tail = (rows[: shown - shown // 2], rows[len(rows) - shown // 2 :]) if hidden else (rows, [])
+    for r in head:
+        tab.add_row(*(fmt(r[key]) for _, key, fmt in _PER_CLASS))
+    if hidden:
+        tab.add_row("", f"… {hidden:,} more", *[""] * (len(_PER_CLASS) - 2))
+    for r in tail:
         tab.add_row(*(fmt(r[key]) for _, key, fmt in _PER_CLASS))
     return tab
 

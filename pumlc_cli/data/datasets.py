@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,34 +93,90 @@ class EvalTransform:
         return to_tensor(img.resize((self.size, self.size), Image.BICUBIC))
 
 
+def dense_targets(
+    indptr: np.ndarray, classes: np.ndarray, values: np.ndarray, rows: np.ndarray, num_classes: int, fill: int = 0
+) -> np.ndarray:
+    """int8 [len(rows), num_classes] targets of the CSR rows `rows`: `fill` (the absent value), then each row's
+    entries scattered in. Costs the batch's size plus its entries, whatever the number of images."""
+    out = np.full((len(rows), num_classes), fill, dtype=np.int8)
+    local, pos = entry_positions(indptr, rows)
+    out[local, classes[pos]] = values[pos]
+    return out
+
+
+def entry_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(batch row, entry position) of every entry of the CSR rows `rows`, in row order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    offsets = np.cumsum(lengths) - lengths
+    total = int(lengths.sum())
+    local = np.repeat(np.arange(len(rows)), lengths)
+    return local, np.arange(total, dtype=np.int64) - np.repeat(offsets - starts, lengths)
+
+
+@dataclass(frozen=True)
+class EntryTargets:
+    """Targets kept as CSR entries (see `pumlc_cli.data.entries.SplitEntries`); a batch's rows are made dense by
+    `dense_targets` in the loader's collate, so no images x classes matrix is ever held."""
+
+    indptr: np.ndarray
+    classes: np.ndarray
+    values: np.ndarray
+    num_classes: int
+    fill: int
+
+    @classmethod
+    def of(cls, part, which: str = "observed") -> EntryTargets:
+        """The `truth` or `observed` targets of a `SplitEntries`."""
+        return cls(part.indptr, part.classes, part.values(which), part.num_classes, part.fill(which))
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        return dense_targets(self.indptr, self.classes, self.values, rows, self.num_classes, self.fill)
+
+
 class LabelledImages(Dataset):
-    """Images under `root` with an int8 target row each; yields (image, target, index)."""
+    """Images under `root` with their targets (a dense int8 [N, C] matrix, `EntryTargets`, or None when only scores
+    are wanted); items are (image, index) and `collate` adds the batch's targets: (images, targets, indices)."""
 
     def __init__(
         self,
         root: Path,
         images: Sequence[str],
-        targets: np.ndarray,
+        targets: np.ndarray | EntryTargets | None,
         transform: TrainTransform | EvalTransform,
         seed: int = 0,
     ) -> None:
         self.root = Path(root)
         self.images = list(images)
-        self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int8))
+        self.targets = np.ascontiguousarray(targets, dtype=np.int8) if isinstance(targets, np.ndarray) else targets
         self.transform = transform
         self.seed = seed
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         """`key` is an index, or (epoch, index) for training: the epoch travels with the key, so persistent
         workers need no per-epoch state."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         decode_side = getattr(self.transform, "scale", None) or self.transform.size
         img = open_rgb(self.root / self.images[index], decode_side)
         gen = torch.Generator().manual_seed(sample_seed(self.seed, STREAM_AUGMENT, epoch, index))
-        return self.transform(img, gen), self.targets[index], index
+        return self.transform(img, gen), index
+
+    def batch_targets(self, indices: np.ndarray) -> torch.Tensor:
+        """int8 [B, C] targets of these rows ([B, 0] without targets)."""
+        if self.targets is None:
+            return torch.zeros((len(indices), 0), dtype=torch.int8)
+        if isinstance(self.targets, EntryTargets):
+            return torch.from_numpy(self.targets.rows(indices))
+        return torch.from_numpy(self.targets[indices])
+
+    def collate(self, batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = torch.stack([img for img, _ in batch])
+        indices = np.array([i for _, i in batch], dtype=np.int64)
+        return images, self.batch_targets(indices), torch.from_numpy(indices)
 
 
 class KeySampler(Sampler):

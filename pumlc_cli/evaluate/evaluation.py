@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from pumlc_cli.errors import PumlcError
-from pumlc_cli.evaluate.inference import eval_dataset, predict_probs, shard_loader
-from pumlc_cli.evaluate.metrics import multilabel_metrics
+from pumlc_cli.evaluate.inference import eval_dataset, predict_entry_scores, predict_probs, shard_loader
+from pumlc_cli.evaluate.metrics import masked_metrics, multilabel_metrics
 from pumlc_cli.runtime import dist
 from pumlc_cli.runtime.checkpoint import check_classes
 
@@ -65,10 +65,14 @@ def available_weights(payload: dict[str, Any]) -> tuple[str, ...]:
 
 @dataclass
 class EvalResult:
+    """Scores and metrics per weight set. Dense data: [N, C] targets and scores; data kept as entries (Open Images):
+    `entries` = (image row, class) of each label entry, and `targets`/`scores` are per entry."""
+
     images: list[str]
     targets: np.ndarray
     scores: dict[str, np.ndarray]
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    entries: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def evaluate(
@@ -95,6 +99,10 @@ def evaluate(
 
     prepared = load_prepared(data)
     check_classes(payload, list(prepared.classes), ckpt_path, data)
+    if prepared.absent_truth == 0:  # absent labels unknown (Open Images): score the label entries only
+        if decode_device is not None or voc11:
+            raise PumlcError(f"{data}: --decode gpu and --voc11 are not available on data whose labels are entries")
+        return _evaluate_entries(payload, prepared, split, threshold, mask_unknown, batch_size, workers, info, amp)
     part = prepared.split_data(split)
     if not part.images:
         hint = "; evaluate with --split val" if split == "test" and prepared.split_data("val").images else ""
@@ -123,6 +131,36 @@ def evaluate(
         model = model_from_checkpoint(payload, weights, info.device)
         result.scores[weights] = predict_probs(model, loader, info, amp, channels_last, n_classes)
         result.metrics[weights] = compute_metrics(result.scores[weights], result.targets, threshold, voc11)
+    return result
+
+
+def _evaluate_entries(
+    payload: dict[str, Any],
+    prepared: Any,
+    split: str,
+    threshold: float,
+    mask_unknown: bool,
+    batch_size: int,
+    workers: int,
+    info: dist.DistInfo,
+    amp: str,
+) -> EvalResult:
+    """The Open Images protocol: each class's AP over the images where it is known (verified), the scores
+    gathered per batch at the label entries only, so no images x classes matrix is ever built."""
+    part = prepared.split_entries(split)
+    if not len(part):
+        raise PumlcError(f"{prepared.path}: split {split!r} has no images")
+    targets = part.values("observed" if mask_unknown else "truth")
+    rows, n_classes = part.rows, len(prepared.classes)
+    result = EvalResult(list(part.images), targets, {}, entries=(rows, part.classes))
+    dataset = eval_dataset(prepared.image_root, part.images, None, int(payload["config"]["image_size"]))
+    loader = shard_loader(dataset, info, batch_size, workers)
+    channels_last = bool(payload["config"].get("channels_last", True))
+    for weights in available_weights(payload):
+        model = model_from_checkpoint(payload, weights, info.device)
+        scores, kth = predict_entry_scores(model, loader, info, amp, channels_last, part.indptr, part.classes, 3)
+        result.scores[weights] = scores
+        result.metrics[weights] = masked_metrics((rows, part.classes, targets, scores), kth, n_classes, threshold, 3)
     return result
 
 

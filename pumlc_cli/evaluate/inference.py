@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pumlc_cli.data.datasets import EvalTransform, LabelledImages
+from pumlc_cli.data.datasets import EvalTransform, LabelledImages, entry_positions
 from pumlc_cli.runtime.dist import DistInfo, gather_rows
 from pumlc_cli.runtime.workers import init_worker
 
@@ -36,6 +36,7 @@ def shard_loader(
         pin_memory=info.device.type == "cuda",
         worker_init_fn=init_worker,
         persistent_workers=persistent and workers > 0,
+        collate_fn=dataset.collate,
     )
 
 
@@ -89,6 +90,54 @@ def close_loader(loader: DataLoader) -> None:
     if getattr(loader, "_iterator", None) is not None:
         shut_down_workers(loader._iterator)
         loader._iterator = None
+
+
+@torch.no_grad()
+def predict_entry_scores(
+    model: nn.Module,
+    loader: DataLoader,
+    info: DistInfo,
+    amp: str,
+    channels_last: bool,
+    indptr: np.ndarray,
+    classes: np.ndarray,
+    top_k: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid scores at the label entries of every image (CSR `indptr`/`classes` over the loader's dataset) and
+    each image's k-th highest score, on every rank; each batch's [B, C] scores are gathered at its entries and
+    dropped, so memory grows with the entries, never with images x classes."""
+    was_training = model.training
+    model.eval()
+    pos_parts, score_parts, idx_parts, kth_parts = [], [], [], []
+    for images, _, indices in loader:
+        images = images.to(info.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(info.device, amp):
+            logits = model(images)
+        probs = torch.sigmoid(logits.float())
+        local, pos = entry_positions(indptr, indices.numpy())
+        at = probs[torch.from_numpy(local).to(probs.device), torch.from_numpy(classes[pos]).to(probs.device)]
+        pos_parts.append(torch.from_numpy(pos))
+        score_parts.append(at.cpu())
+        kth_parts.append(probs.topk(min(top_k, probs.shape[1]), dim=1).values[:, -1].cpu())
+        idx_parts.append(indices)
+    model.train(was_training)
+    empty_long = torch.zeros(0, dtype=torch.long)
+    all_pos, scores = gather_rows(
+        torch.cat(pos_parts) if pos_parts else empty_long,
+        torch.cat(score_parts) if score_parts else torch.zeros(0),
+        info,
+    )
+    all_idx, kth = gather_rows(
+        torch.cat(idx_parts) if idx_parts else empty_long, torch.cat(kth_parts) if kth_parts else torch.zeros(0), info
+    )
+    n, e = len(loader.dataset), int(indptr[-1])
+    if not torch.equal(all_idx, torch.arange(n)) or not torch.equal(all_pos, torch.arange(e)):
+        raise RuntimeError(
+            f"sharded inference covered {all_idx.numel()} of {n} images, {all_pos.numel()} of {e} entries"
+        )
+    return scores.double().numpy(), kth.double().numpy()
 
 
 def eval_dataset(root, images, targets, image_size: int) -> LabelledImages:

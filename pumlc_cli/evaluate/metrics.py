@@ -271,3 +271,82 @@ def multilabel_metrics(
         result["per_class_ap_voc11"] = ap11
         result["mAP_voc11"] = float(np.nanmean(ap11)) if len(without) < len(ap11) else float("nan")
     return result
+
+
+def masked_average_precision(
+    classes: np.ndarray, targets: np.ndarray, scores: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """AP per class ([C] float64, NaN without positives) over label entries: entry k is (class `classes[k]`,
+    target 1 / -1 / 0 = ignored, score). Equal to `average_precision` of the dense matrices with 0 at every
+    entry not listed: each class is ranked over the images where it is known (Open Images: verified), and its
+    memory is that of the entries. Ties as sklearn (see the module docstring)."""
+    classes, targets, scores = _check_entries(classes, targets, scores, num_classes)
+    known = targets != 0
+    cls, tgt, sc = classes[known], targets[known], scores[known]
+    order = np.lexsort((sc, cls))  # by class, then increasing score
+    cls, pos, sc = cls[order], tgt[order] == 1, sc[order]
+    bounds = np.zeros(num_classes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cls, minlength=num_classes), out=bounds[1:])
+    idx = np.arange(len(cls))
+    new_tie = np.ones(len(cls), dtype=bool)  # first entry of a run of equal (class, score)
+    new_tie[1:] = (cls[1:] != cls[:-1]) | (sc[1:] != sc[:-1])
+    left = np.maximum.accumulate(np.where(new_tie, idx, 0))
+    cum_pos = np.concatenate([[0], np.cumsum(pos)])  # positives before position i: cum_pos[i]
+    n_pos = cum_pos[bounds[1:]] - cum_pos[bounds[:-1]]
+    end = bounds[1:][cls]
+    n_ge = end - left  # known entries of the class with score >= s
+    pos_ge = cum_pos[end] - cum_pos[left]  # positives of the class with score >= s
+    sums = np.bincount(cls[pos], weights=(pos_ge / n_ge)[pos], minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pos > 0, sums / n_pos, np.nan)
+
+
+def _check_entries(classes, targets, scores, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    classes, targets, scores = np.asarray(classes, np.int64), np.asarray(targets), np.asarray(scores, np.float64)
+    if not (len(classes) == len(targets) == len(scores)):
+        raise PumlcError("metrics: classes, targets and scores of the entries differ in length")
+    if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
+        raise PumlcError(f"metrics: an entry's class is outside [0, {num_classes})")
+    if not np.isfinite(scores).all():
+        raise PumlcError("metrics: scores contain NaN or infinity (did training diverge?)")
+    t8 = targets.astype(np.int8)
+    if len(t8) and (t8.min() < -1 or t8.max() > 1 or not np.array_equal(t8, targets)):
+        raise PumlcError("metrics: targets must use the label encoding 1 / -1 / 0 (unknown)")
+    return classes, t8, scores
+
+
+def masked_metrics(
+    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    kth: np.ndarray,
+    num_classes: int,
+    threshold: float = 0.5,
+    top_k: int = 3,
+) -> dict:
+    """`multilabel_metrics` computed on label entries `(rows, classes, targets, scores)`, unknown targets ignored:
+    AP per class over its known entries, and the thresholded and top-k rates over the known entries, where an entry
+    is a top-k prediction when its score reaches its image's k-th highest score over all classes (`kth[row]`)."""
+    rows, classes, targets, scores = entries
+    classes, targets, scores = _check_entries(classes, targets, scores, num_classes)
+    ap = 100.0 * masked_average_precision(classes, targets, scores, num_classes)
+    known, pos = targets != 0, targets == 1
+
+    def counts(pred: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (
+            np.bincount(classes[pred & pos], minlength=num_classes),
+            np.bincount(classes[pred & known], minlength=num_classes),
+            np.bincount(classes[pos], minlength=num_classes),
+        )
+
+    above = scores >= threshold
+    top = above & (scores >= np.asarray(kth)[np.asarray(rows, np.int64)])
+    without = np.flatnonzero(np.isnan(ap))
+    return {
+        "mAP": float(np.nanmean(ap)) if len(without) < len(ap) else float("nan"),
+        **_rates(*counts(above)),
+        f"top{top_k}": _rates(*counts(top)),
+        "per_class_ap": ap,
+        "classes_without_positives": [int(i) for i in without],
+        "n_images": len(kth),
+        "threshold": float(threshold),
+        "top_k": int(top_k),
+    }

@@ -17,6 +17,8 @@ from pumlc_cli.runtime.workers import cap_workers
 
 METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 F1_KEYS = METRIC_KEYS[1:]
+MANY_CLASSES = 100  # above this, the per-class AP table shows the best and worst SHOWN_CLASSES // 2
+SHOWN_CLASSES = 20
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,11 @@ def _evaluate_and_report(
                 images=np.array(result.images),
                 targets=result.targets,
                 classes=np.array(classes),
+                **(
+                    {}
+                    if result.entries is None
+                    else {"entry_rows": result.entries[0], "entry_classes": result.entries[1]}
+                ),
                 **{f"scores_{name}": scores for name, scores in result.scores.items()},
             )
     if outputs["--plot"]:
@@ -178,7 +185,8 @@ def build_report(
         "n_images": len(result.images),
         "threshold": threshold,
         "split": split,
-        "targets": "observed labels, unknown ignored" if mask_unknown else "true labels",
+        "targets": ("observed labels, unknown ignored" if mask_unknown else "true labels")
+        + (" (label entries: each class over the images where it is known)" if result.entries is not None else ""),
         "checkpoint": ckpt,
         "data": data,
         "all_weights": blocks,
@@ -245,13 +253,20 @@ def render(report: dict[str, Any], voc11: bool, stderr: bool = False) -> None:
     per_class.add_column("class", overflow="fold")
     per_class.add_column("AP", justify="right", no_wrap=True)
     ranked = sorted(((c, ap) for c, ap in report["per_class"].items() if ap is not None), key=lambda t: -t[1])
-    for cls, ap in ranked:
+    hidden = len(ranked) - SHOWN_CLASSES if len(ranked) > MANY_CLASSES else 0
+    for cls, ap in ranked[: SHOWN_CLASSES // 2] if hidden else ranked:
         per_class.add_row(cls, _fmt(ap))
+    if hidden:
+        per_class.add_row(f"… {hidden:,} more (--json)", "")
+        for cls, ap in ranked[-(SHOWN_CLASSES // 2) :]:
+            per_class.add_row(cls, _fmt(ap))
     console.print(per_class)
-    if report["classes_without_positives"]:
-        console.print(
-            "classes without positives (excluded from mAP): " + ", ".join(report["classes_without_positives"])
+    without = report["classes_without_positives"]
+    if without:
+        listed = ", ".join(without[:SHOWN_CLASSES]) + (
+            f", … ({len(without):,} in all)" if len(without) > SHOWN_CLASSES else ""
         )
+        console.print("classes without positives (excluded from mAP): " + listed)
 
 
 def _render_thresholds(console: Any, report: dict[str, Any]) -> None:

@@ -82,6 +82,11 @@ def build_loss(
     return cls(num_classes, **{k: v for k, v in facts.items() if k in accepted_facts}, **options)
 
 
+def needs_train_labels(name: str) -> bool:
+    """Whether the loss keeps per-image state sized by the observed training matrix (e.g. ROLE's estimates)."""
+    return "train_labels" in inspect.signature(_loss_class(name).__init__).parameters
+
+
 def _loss_class(name: str) -> type[MultiLabelLoss]:
     try:
         return _LOSSES[name]
@@ -98,6 +103,7 @@ __all__ = [
     "build_loss",
     "draw_mixup",
     "loss_options",
+    "needs_train_labels",
     "mixup_penalty",
     "mixup_regulariser",
     "pu_defaults",

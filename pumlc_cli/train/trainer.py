@@ -23,14 +23,22 @@ from pumlc_cli.data.datasets import (
     STREAM_MIXUP,
     STREAM_PERMUTATION,
     STREAM_STEP,
+    EntryTargets,
     KeySampler,
     LabelledImages,
     TrainTransform,
     sample_seed,
 )
 from pumlc_cli.errors import PumlcError, first_line
-from pumlc_cli.evaluate.inference import autocast_context, close_loader, eval_dataset, predict_probs, shard_loader
-from pumlc_cli.evaluate.metrics import multilabel_metrics
+from pumlc_cli.evaluate.inference import (
+    autocast_context,
+    close_loader,
+    eval_dataset,
+    predict_entry_scores,
+    predict_probs,
+    shard_loader,
+)
+from pumlc_cli.evaluate.metrics import masked_average_precision, multilabel_metrics
 from pumlc_cli.evaluate.thresholds import choose_thresholds, write_thresholds_file
 from pumlc_cli.runtime import dist
 from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint, require_keys, save_checkpoint
@@ -87,6 +95,19 @@ def val_targets(observed: np.ndarray, policy: str) -> tuple[np.ndarray, str]:
     return targets, policy
 
 
+def entry_val_targets(val: Any, policy: str, data: Any) -> tuple[np.ndarray, str]:
+    """`val_targets` for a split kept as entries whose absent labels are unknown: the observed entries, unknowns
+    ignored. Scoring unknowns as negatives would need every image x class score, so it is refused there."""
+    if policy not in {"auto", "ignore", "negative"}:
+        raise PumlcError(f"--val-unknown must be auto, ignore or negative, not {policy!r}")
+    if policy == "negative" or (policy == "auto" and len(val.observed) and not (val.observed == -1).any()):
+        raise PumlcError(
+            f"{data}: the val split has no observed negatives and its unstated labels are unknown; "
+            "re-prepare with --clean-val (val keeps the verified labels) or pass --val-unknown ignore"
+        )
+    return val.observed, "ignore"
+
+
 def one_cycle_pct(pct_start: float, total_steps: int) -> float:
     """OneCycleLR divides by each phase's length: the warm-up ends at step pct·T − 1, the anneal runs from there
     to step T − 1. When either length is zero (e.g. 5 steps at 0.2, or pct 1.0) it divides by zero; the warm-up
@@ -112,7 +133,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, info: dist.DistInfo) -> None:
         from pumlc_cli.data.prepared import load_prepared
-        from pumlc_cli.losses import build_loss
+        from pumlc_cli.losses import build_loss, needs_train_labels
         from pumlc_cli.models import build_model, label_cooccurrence, set_trainable
 
         self.cfg = cfg
@@ -123,20 +144,26 @@ class Trainer:
         self.amp = resolve_amp(cfg, info.device)
         if cfg.batch_size % info.world:
             raise PumlcError(f"--batch-size {cfg.batch_size} must be divisible by the {info.world} processes")
-        train = self.prepared.split_data("train")
+        train = self.prepared.split_entries("train")
         if len(train.images) < cfg.batch_size:
             raise PumlcError(f"{cfg.data}: {len(train.images)} training images < --batch-size {cfg.batch_size}")
+        # Each batch's dense targets are scattered from the label entries (memory: the entries, not N x C).
         self.train_set = LabelledImages(
             self.prepared.image_root,
             train.images,
-            train.observed,
+            EntryTargets.of(train, "observed"),
             TrainTransform(cfg.image_size, cfg.scale_size),
             seed=cfg.seed,
         )
-        val = self.prepared.split_data("val")
-        self.val_targets, self.val_policy = val_targets(val.observed, cfg.val_unknown)
+        val = self.prepared.split_entries("val")
+        # Absent labels unknown (Open Images): validation scores only the val entries, as eval does.
+        self.val_entries = val if self.prepared.absent_truth == 0 else None
+        if self.val_entries is not None:
+            self.val_targets, self.val_policy = entry_val_targets(val, cfg.val_unknown, cfg.data)
+        else:
+            self.val_targets, self.val_policy = val_targets(self.prepared.split_data("val").observed, cfg.val_unknown)
         self._val_scope = "(known labels)" if self.val_policy == "ignore" else "(unknowns as negatives)"
-        self.val_set = eval_dataset(self.prepared.image_root, val.images, val.observed, cfg.image_size)
+        self.val_set = eval_dataset(self.prepared.image_root, val.images, None, cfg.image_size)
         self.steps_per_epoch = len(train.images) // cfg.batch_size
         workers, cuda = cfg.workers, info.device.type == "cuda"
         self.train_keys = KeySampler()
@@ -148,6 +175,7 @@ class Trainer:
             pin_memory=cuda,
             worker_init_fn=init_worker,
             persistent_workers=workers > 0,
+            collate_fn=self.train_set.collate,
         )
         self.val_loader = shard_loader(
             self.val_set, info, max(1, cfg.batch_size // info.world * 2), workers, persistent=True
@@ -157,7 +185,8 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         # The semantic head's graph is the co-occurrence of the labels the model may see: observed train labels.
-        cooccurrence = label_cooccurrence(train.observed) if cfg.head == "semantic" else None
+        dense_train = self.prepared.split_data if cfg.head == "semantic" or needs_train_labels(cfg.loss) else None
+        cooccurrence = label_cooccurrence(dense_train("train").observed) if cfg.head == "semantic" else None
         self.model = build_model(
             cfg.model,
             len(self.classes),
@@ -183,7 +212,11 @@ class Trainer:
         self.ema = ModelEma(self.model, cfg.ema_decay, warmup=cfg.ema_warmup)
         kind = self.prepared.manifest.get("source", {}).get("reader", "coco")
         self.loss_fn = build_loss(
-            cfg.loss, len(self.classes), dataset=kind, train_labels=train.observed, **loss_options(cfg)
+            cfg.loss,
+            len(self.classes),
+            dataset=kind,
+            train_labels=dense_train("train").observed if needs_train_labels(cfg.loss) else None,
+            **loss_options(cfg),
         ).to(info.device)
         fused = {"fused": True} if info.device.type == "cuda" else {}
         # adam: weight decay added to the gradient (L2), as the released train.py; adamw: decoupled decay.
@@ -348,8 +381,16 @@ class Trainer:
         if len(self.val_set) == 0:
             return {}
         out = {}
+        val, c = self.val_entries, len(self.classes)
         for name, net in (("regular", self.model), ("ema", self.ema.module)):
-            probs = predict_probs(net, self.val_loader, self.info, self.amp, self.cfg.channels_last, len(self.classes))
+            if val is not None:
+                scores, _ = predict_entry_scores(
+                    net, self.val_loader, self.info, self.amp, self.cfg.channels_last, val.indptr, val.classes
+                )
+                ap = masked_average_precision(val.classes, self.val_targets, scores, c)
+                out[name] = float(100.0 * np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
+                continue
+            probs = predict_probs(net, self.val_loader, self.info, self.amp, self.cfg.channels_last, c)
             self.val_probs[name] = probs
             out[name] = float(multilabel_metrics(probs, self.val_targets)["mAP"])
         return out
@@ -445,7 +486,9 @@ class Trainer:
         if self.info.is_main:
             state = self.state()
             save_checkpoint(self.run_dir / "last.pt", state)
-            if improved:  # thresholds for the new best weights, on the labels val mAP scores
+            if (
+                improved and self.val_entries is None
+            ):  # thresholds for the new best weights, on the labels val mAP scores
                 probs = self.val_probs[self.best["weights"]]
                 self.thresholds = choose_thresholds(probs, self.val_targets, self.cfg.threshold_min_positives)
             if improved or not scores:

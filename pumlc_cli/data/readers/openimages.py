@@ -1,0 +1,385 @@
+"""Open Images (V6, V7) image-level labels, read from the files as they are distributed, into sparse entries.
+
+Open Images is partially labelled by construction: each image has a few human-verified labels (`Confidence` 1: the
+class is present, 0: verified absent) and every other class is unknown. So the table holds entries only: a verified
+label is observed and true (±1); an absent entry is unknown in truth and observed. `--machine-labels MIN_CONF` adds
+the machine-generated labels with a confidence ≥ MIN_CONF as observed positives of unknown truth (a noisy-label
+source), on images the human file lists and where no human label exists for the class.
+
+Files (looked up in ROOT, then ROOT/annotations; V7 names first): the class descriptions (`LabelName,DisplayName`),
+the trainable class list, and `ImageID,Source,LabelName,Confidence` label files for train (required), validation
+and test. Images are `ROOT/{train,validation,test}/<ImageID>.jpg`; train -> train, validation -> val, test -> test.
+
+Everything runs on Arrow/numpy columns (pyarrow.csv with declared column types, hash lookups for ids and MIDs, one
+sort of the entries); no Python loop touches a row. Policies, recorded in the manifest: labels of classes outside
+`--classes` are dropped and counted; the same (image, class) listed twice with one confidence counts once; listed
+both verified present and verified absent, it becomes unknown (counted). Refused with one line: a wrong header, a
+malformed row, a MID missing from the class descriptions, an ImageID that is not a plain file name, an image in two
+splits, a confidence other than 0/1 (human) or outside [0, 1] (machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pumlc_cli.data.entries import Entries, sort_entries
+from pumlc_cli.data.readers import UNKNOWN, LabelTable
+from pumlc_cli.errors import PumlcError
+
+CLASS_FILES = ("oidv7-class-descriptions.csv", "oidv6-class-descriptions.csv")
+TRAINABLE_FILES = ("oidv7-classes-trainable.txt", "oidv6-classes-trainable.txt", "classes-trainable.txt")
+HUMAN_FILES = {
+    "train": (
+        "oidv7-train-annotations-human-imagelabels.csv",
+        "oidv6-train-annotations-human-imagelabels.csv",
+        "train-annotations-human-imagelabels.csv",
+    ),
+    "validation": ("oidv7-val-annotations-human-imagelabels.csv", "validation-annotations-human-imagelabels.csv"),
+    "test": ("oidv7-test-annotations-human-imagelabels.csv", "test-annotations-human-imagelabels.csv"),
+}
+MACHINE_FILES = {
+    "train": ("oidv7-train-annotations-machine-imagelabels.csv", "train-annotations-machine-imagelabels.csv"),
+    "validation": ("oidv7-val-annotations-machine-imagelabels.csv", "validation-annotations-machine-imagelabels.csv"),
+    "test": ("oidv7-test-annotations-machine-imagelabels.csv", "test-annotations-machine-imagelabels.csv"),
+}
+PARTS = {"train": "train", "validation": "val", "test": "test"}
+LABEL_HEADER = ["ImageID", "Source", "LabelName", "Confidence"]
+CLASS_HEADER = ["LabelName", "DisplayName"]
+IMAGE_ID = r"^[0-9A-Za-z_-]+$"
+CLASS_CHOICES = ("all", "trainable")
+
+
+def find_file(root: Path, names: tuple[str, ...]) -> Path | None:
+    """The first of `names` present in ROOT or ROOT/annotations."""
+    for name in names:
+        for folder in (root, root / "annotations"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _header(path: Path, expected: list[str]) -> None:
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(4096).decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise PumlcError(f"{path}: not a UTF-8 CSV file") from None
+    except OSError as err:
+        raise PumlcError(f"{path}: cannot read ({err.strerror})") from None
+    if [h.strip() for h in first.split(",")] != expected:
+        raise PumlcError(f"{path}: header must be {','.join(expected)}, got {first[:80]!r}")
+
+
+def read_csv(path: Path, columns: dict[str, object]):
+    """A CSV with the given header as an Arrow table of the given column types; malformed rows are one line."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    _header(path, list(columns))
+    bad: list = []
+
+    def on_invalid(row) -> str:
+        bad.append(row)
+        return "skip"
+
+    try:
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=1 << 26, use_threads=True),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pcsv.ConvertOptions(
+                column_types=columns, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as err:
+        raise PumlcError(f"{path}: malformed CSV ({str(err).splitlines()[0]})") from None
+    except (OSError, pa.ArrowException) as err:
+        raise PumlcError(f"{path}: cannot read ({str(err).splitlines()[0]})") from None
+    if bad:
+        row = bad[0]
+        where = f"{path}:{row.number}" if row.number is not None else str(path)
+        raise PumlcError(
+            f"{where}: malformed row, expected {row.expected_columns} fields, got {row.actual_columns} "
+            f"({row.text[:60]!r}; {len(bad)} such row(s))"
+        )
+    return table
+
+
+def _first_bad(mask, path: Path, what: str, values) -> None:
+    """One line naming the first row where `mask` holds (line = row + 2: the header is line 1)."""
+    import pyarrow.compute as pc
+
+    if len(mask) and pc.any(mask).as_py():
+        i = int(pc.index(mask, True).as_py())
+        raise PumlcError(f"{path}:{i + 2}: {what} {values[i].as_py()!r}")
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    mids: list[str]  # selected MIDs, in class order
+    names: list[str]  # unique display names (MID appended where a display name repeats)
+    source: str  # all | trainable | FILE
+    all_mids: object  # pyarrow string array: every MID of the descriptions file
+    sources: list[dict]
+
+
+def read_classes(root: Path, choice: str) -> ClassSet:
+    """The class descriptions, and the selection: all of them, the trainable list, or a file of MIDs."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    desc_file = find_file(root, CLASS_FILES)
+    if desc_file is None:
+        raise PumlcError(f"{root}: no class descriptions ({' or '.join(CLASS_FILES)})")
+    desc = read_csv(desc_file, {"LabelName": pa.string(), "DisplayName": pa.string()})
+    mids = desc.column("LabelName").combine_chunks()
+    if len(mids) == 0:
+        raise PumlcError(f"{desc_file}: lists no classes")
+    if pc.count_distinct(mids).as_py() != len(mids):
+        counts = pc.value_counts(mids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+        raise PumlcError(f"{desc_file}: class {dup!r} is listed twice")
+    _first_bad(pc.equal(mids, ""), desc_file, "empty LabelName", mids)
+    sources = [_record("class_descriptions", desc_file)]
+    if choice == "all":
+        chosen = np.arange(len(mids))
+    else:
+        if choice == "trainable":
+            list_file = find_file(root, TRAINABLE_FILES)
+            if list_file is None:
+                raise PumlcError(f"{root}: no trainable class list ({' or '.join(TRAINABLE_FILES)}); try --classes all")
+        else:
+            list_file = Path(choice)
+            if not list_file.is_file():
+                raise PumlcError(f"--classes {choice}: expected all, trainable or a file of MIDs (one per line)")
+        try:
+            wanted = [line.strip() for line in list_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise PumlcError(f"{list_file}: cannot read the class list ({err})") from None
+        if not wanted:
+            raise PumlcError(f"{list_file}: lists no classes")
+        if len(set(wanted)) != len(wanted):
+            raise PumlcError(f"{list_file}: a class is listed twice")
+        index = pc.index_in(pa.array(wanted, pa.string()), value_set=mids)
+        if index.null_count:
+            missing = wanted[int(pc.index(pc.is_null(index), True).as_py())]
+            raise PumlcError(f"{list_file}: class {missing!r} is not in {desc_file.name}")
+        chosen = index.to_numpy()
+        sources.append(_record("class_list", list_file))
+    display = desc.column("DisplayName").combine_chunks().take(pa.array(chosen)).to_pylist()
+    selected = mids.take(pa.array(chosen)).to_pylist()
+    repeats = {n for n in display if display.count(n) > 1} if len(set(display)) != len(display) else set()
+    names = [f"{d} ({m})" if d in repeats or not d.strip() else d for d, m in zip(display, selected, strict=True)]
+    return ClassSet(selected, names, choice if choice in CLASS_CHOICES else str(Path(choice).resolve()), mids, sources)
+
+
+def _record(role: str, path: Path) -> dict:
+    return {"role": role, "path": str(path.resolve()), "sha256": _sha256(path)}
+
+
+@dataclass
+class _Part:
+    ids: object  # pyarrow string array: the part's image ids, first appearance order
+    image: np.ndarray  # int64 per kept row: index into ids
+    cls: np.ndarray  # int64 per kept row: selected class index
+    conf: np.ndarray  # float64 per kept row
+    counts: dict
+
+
+def _read_labels(path: Path, classes: ClassSet, machine: bool, known_ids=None) -> _Part:
+    """One label file: ids of its images, and the (image, class, confidence) rows of the selected classes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = read_csv(path, dict.fromkeys(LABEL_HEADER, pa.string()))
+    ids, labels = table.column("ImageID").combine_chunks(), table.column("LabelName").combine_chunks()
+    text = table.column("Confidence").combine_chunks()
+    del table
+    _first_bad(pc.invert(pc.match_substring_regex(ids, IMAGE_ID)), path, "ImageID must be a plain file name, got", ids)
+    if machine:
+        ok = pc.match_substring_regex(text, r"^(0(\.\d*)?|1(\.0*)?|\.\d+)$")
+        _first_bad(pc.invert(ok), path, "Confidence must be a number within [0, 1], got", text)
+        conf = pc.cast(text, pa.float64())
+    else:
+        ok = pc.match_substring_regex(text, r"^[01](\.0*)?$")
+        _first_bad(pc.invert(ok), path, "Confidence must be 0 or 1, got", text)
+        conf = pc.cast(pc.utf8_slice_codeunits(text, 0, 1), pa.float64())
+    mid_index = pc.index_in(labels, value_set=classes.all_mids)
+    descriptions = next(s for s in classes.sources if s["role"] == "class_descriptions")["path"]
+    _first_bad(pc.is_null(mid_index), path, f"LabelName not in {Path(descriptions).name}:", labels)
+    # selected class of each MID of the descriptions (-1: not selected)
+    selected = np.full(len(classes.all_mids), -1, dtype=np.int64)
+    selected[pc.index_in(pa.array(classes.mids, pa.string()), value_set=classes.all_mids).to_numpy()] = np.arange(
+        len(classes.mids)
+    )
+    cls = selected[mid_index.to_numpy()]
+    if known_ids is None:
+        encoded = ids.dictionary_encode()
+        part_ids, image = encoded.dictionary, encoded.indices.to_numpy().astype(np.int64)
+    else:  # machine labels: only the images the human file lists
+        part_ids = known_ids
+        found = pc.index_in(ids, value_set=known_ids)
+        image = found.fill_null(-1).to_numpy().astype(np.int64)
+    conf_np = conf.to_numpy()
+    keep = cls >= 0
+    counts = {"rows": len(ids), "other_class_rows": int((~keep).sum())}
+    if known_ids is not None:
+        counts["rows_on_images_without_human_labels"] = int((keep & (image < 0)).sum())
+        keep &= image >= 0
+    return _Part(part_ids, image[keep], cls[keep], conf_np[keep], counts)
+
+
+def _resolve(part: _Part, n_classes: int, min_conf: float | None) -> tuple[Entries, dict]:
+    """Sorted, duplicate-free entries of one part; conflicting verifications become unknown (dropped)."""
+    key = part.image * n_classes + part.cls
+    order = np.argsort(key, kind="stable")
+    key, conf = key[order], part.conf[order]
+    start = np.ones(len(key), dtype=bool)
+    start[1:] = key[1:] != key[:-1]
+    first = np.flatnonzero(start)
+    if min_conf is None:
+        low = np.minimum.reduceat(conf, first) if len(first) else conf[:0]
+        high = np.maximum.reduceat(conf, first) if len(first) else conf[:0]
+        conflict = low != high
+        value = np.where(high[~conflict] == 1.0, 1, -1).astype(np.int8)
+        counts = {
+            "duplicate_rows": int(len(key) - len(first)),
+            "conflicting_labels_to_unknown": int(conflict.sum()),
+        }
+        keys = key[first][~conflict]
+        return sort_entries(keys // n_classes, keys % n_classes, value, value), counts
+    high = np.maximum.reduceat(conf, first) if len(first) else conf[:0]
+    keys = key[first][high >= min_conf]
+    ones = np.ones(len(keys), dtype=np.int8)
+    return sort_entries(keys // n_classes, keys % n_classes, ones * UNKNOWN, ones), {}
+
+
+def read_openimages(root: Path, classes: str = "trainable", machine_min_conf: float | None = None) -> LabelTable:
+    """Read an Open Images root (see the module docstring) into a sparse `LabelTable` (absent truth unknown)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise PumlcError(f"{root}: Open Images root folder not found")
+    if machine_min_conf is not None and not 0.0 <= machine_min_conf <= 1.0:
+        raise PumlcError(f"--machine-labels must be a confidence within [0, 1], got {machine_min_conf}")
+    found = {part: find_file(root, names) for part, names in HUMAN_FILES.items()}
+    if found["train"] is None:
+        raise PumlcError(f"{root}: no training labels ({' or '.join(HUMAN_FILES['train'])})")
+    cls = read_classes(root, classes)
+    c = len(cls.mids)
+    files = [(part, path) for part, path in found.items() if path is not None]
+    machine_files = {}
+    if machine_min_conf is not None:
+        machine_files = {part: find_file(root, MACHINE_FILES[part]) for part, _ in files}
+        if machine_files["train"] is None:
+            raise PumlcError(f"{root}: --machine-labels needs {' or '.join(MACHINE_FILES['train'])}")
+    hashed = [(f"{part}_labels", path) for part, path in files]
+    hashed += [(f"{part}_machine_labels", path) for part, path in machine_files.items() if path is not None]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # hashing runs beside the parse (both release the GIL)
+        digests = {role: pool.submit(_sha256, path) for role, path in hashed}
+        info: dict = {"reader": "openimages", "class_source": cls.source, "label_names": cls.mids, "counts": {}}
+        ids_parts, entries_parts, part_names = [], [], []
+        offset = 0
+        for part, path in files:
+            human = _read_labels(path, cls, machine=False)
+            entries, counts = _resolve(human, c, None)
+            counts = {**human.counts, **counts, "images": len(human.ids)}
+            machine_path = machine_files.get(part)
+            if machine_path is not None:
+                machine = _read_labels(machine_path, cls, machine=True, known_ids=human.ids)
+                extra, _ = _resolve(machine, c, machine_min_conf)
+                entries, added, shadowed = _merge_machine(entries, extra, c)
+                counts.update(
+                    {
+                        "machine_rows": machine.counts["rows"],
+                        "machine_rows_on_images_without_human_labels": machine.counts[
+                            "rows_on_images_without_human_labels"
+                        ],
+                        "machine_positives_added": added,
+                        "machine_labels_under_human_labels": shadowed,
+                    }
+                )
+            info["counts"][part] = counts
+            ids_parts.append(human.ids)
+            part_names.append(part)
+            entries_parts.append(
+                Entries((entries.image + offset).astype(np.int32), entries.cls, entries.truth, entries.observed)
+            )
+            offset += len(human.ids)
+        sources = cls.sources + [
+            {"role": role, "path": str(path), "sha256": digests[role].result()} for role, path in hashed
+        ]
+    all_ids = pa.chunked_array(ids_parts).combine_chunks() if ids_parts else pa.array([], pa.string())
+    if pc.count_distinct(all_ids).as_py() != len(all_ids):
+        counts = pc.value_counts(all_ids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+        raise PumlcError(f"{root}: image {dup!r} is listed in two of the label files (train, validation, test)")
+    sizes = [len(i) for i in ids_parts]
+    part = np.repeat(np.array([PARTS[p] for p in part_names]), sizes)
+    folders = np.repeat(np.array(part_names, dtype=object), sizes)
+    images = _paths(folders, all_ids)
+    entries = Entries(
+        np.concatenate([e.image for e in entries_parts]),
+        np.concatenate([e.cls for e in entries_parts]),
+        np.concatenate([e.truth for e in entries_parts]),
+        np.concatenate([e.observed for e in entries_parts]),
+    )
+    info["policies"] = {
+        "absent_class": "unknown",
+        "verified": "Confidence 1 -> +1, 0 -> -1 (truth and observed)",
+        "other_classes": "dropped (counted)",
+        "conflicting_verifications": "unknown (counted)",
+        "machine_labels": "off" if machine_min_conf is None else f"observed +1 at Confidence >= {machine_min_conf}",
+    }
+    return LabelTable(
+        classes=cls.names,
+        images=images,
+        part=part.astype(str),
+        truth=None,
+        empty=np.bincount(entries.image, minlength=len(images)) == 0,
+        image_root=root,
+        sources=sources,
+        info=info,
+        image_dirs=[root / p for p in part_names],
+        entries=entries,
+        absent_truth=UNKNOWN,
+    )
+
+
+def _paths(folders: np.ndarray, ids) -> list[str]:
+    """`<folder>/<ImageID>.jpg` for every image (Arrow string kernels, one Python list at the end)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    prefixed = pc.binary_join_element_wise(pa.array(folders, pa.string()), ids, "/")
+    return pc.binary_join_element_wise(prefixed, pa.scalar(".jpg"), "").to_pylist()
+
+
+def _merge_machine(human: Entries, machine: Entries, n_classes: int) -> tuple[Entries, int, int]:
+    """Human entries plus the machine positives on (image, class) pairs without a human label."""
+    h_key = human.image.astype(np.int64) * n_classes + human.cls
+    m_key = machine.image.astype(np.int64) * n_classes + machine.cls
+    under = np.isin(m_key, h_key, assume_unique=True)
+    extra = machine.take(~under)
+    merged = sort_entries(
+        np.concatenate([human.image, extra.image]),
+        np.concatenate([human.cls, extra.cls]),
+        np.concatenate([human.truth, extra.truth]),
+        np.concatenate([human.observed, extra.observed]),
+    )
+    return merged, len(extra), int(under.sum())

@@ -1,0 +1,177 @@
+"""Open Images (issue 19): the reader on official-format files, the sparse store, and train / eval / audit on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pumlc_cli.data.datasets import dense_targets
+from pumlc_cli.data.prepared import load_prepared
+from pumlc_cli.evaluate.metrics import average_precision, masked_average_precision, masked_metrics, multilabel_metrics
+from tests.helpers import error_line, run_cli, train_args
+from tests.openimages_fixture import SHAPE_MIDS, UNICORN_MID, write_openimages
+
+
+@pytest.fixture(scope="module")
+def oi(tmp_path_factory):
+    return write_openimages(tmp_path_factory.mktemp("oi") / "v7", version="v7", sizes=(40, 12, 12))
+
+
+@pytest.fixture(scope="module")
+def oi_prepared(oi, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("oi-prepared") / "p"
+    run_cli("prepare", "openimages", "--root", oi.root, "--out", out)
+    return out
+
+
+def expected_labels(oi, split: str) -> dict[tuple[str, str], int]:
+    """(ImageID, MID) -> ±1 from the rows the fixture wrote, for the trainable classes (computed without our code)."""
+    return {(r[0], r[2]): 1 if r[3] == "1" else -1 for r in oi.human[split] if r[2] in oi.trainable}
+
+
+@pytest.mark.parametrize("version", ["v6", "v7"])
+def test_prepare_reads_verified_labels_as_entries(tmp_path, version):
+    oi = write_openimages(tmp_path / version, version=version, sizes=(20, 6, 6))
+    run_cli("prepare", "openimages", "--root", oi.root, "--out", tmp_path / "p")
+    prep = load_prepared(tmp_path / "p")
+    manifest = prep.manifest
+    assert manifest["labels"]["absent_truth"] == "unknown"
+    assert set(manifest["labels"]["absent_observed"].values()) == {"unknown"}
+    assert manifest["source"]["label_names"] == oi.trainable  # the trainable list, in its order
+    assert "Unicorn" in prep.classes and len(prep.classes) == len(oi.trainable)
+    for split, ours in (("train", "train"), ("validation", "val"), ("test", "test")):
+        part = prep.split_entries(ours)
+        assert list(part.images) == [f"{split}/{i}.jpg" for i in oi.image_ids[split]]
+        got = {
+            (part.images[r].split("/")[1][:-4], oi.trainable[c]): int(t)
+            for r, c, t in zip(part.rows, part.classes, part.truth, strict=True)
+        }
+        assert got == expected_labels(oi, split)
+        np.testing.assert_array_equal(part.truth, part.observed)  # no corruption: observed = verified
+        dense = prep.split_data(ours)  # small: the dense view agrees, unknown (0) everywhere else
+        assert (dense.truth != 0).sum() == len(got)
+    hashes = manifest["files_sha256"]
+    assert set(hashes) == {"images.parquet", "labels.parquet"} and all(len(h) == 64 for h in hashes.values())
+
+
+def test_classes_all_file_and_machine_labels(oi, tmp_path):
+    run_cli("prepare", "openimages", "--root", oi.root, "--out", tmp_path / "all", "--classes", "all")
+    assert len(load_prepared(tmp_path / "all").classes) == len(oi.descriptions)
+    (tmp_path / "mine.txt").write_text(f"{SHAPE_MIDS[3]}\n{SHAPE_MIDS[1]}\n")
+    run_cli("prepare", "openimages", "--root", oi.root, "--out", tmp_path / "two", "--classes", tmp_path / "mine.txt")
+    assert load_prepared(tmp_path / "two").manifest["source"]["label_names"] == [SHAPE_MIDS[3], SHAPE_MIDS[1]]
+    run_cli("prepare", "openimages", "--root", oi.root, "--out", tmp_path / "m", "--machine-labels", "0.7")
+    prep = load_prepared(tmp_path / "m")
+    human = expected_labels(oi, "train")
+    machine = {(r[0], r[2]) for r in oi.machine["train"] if r[2] in oi.trainable and float(r[3]) >= 0.7} - set(human)
+    part = prep.split_entries("train")
+    added = {
+        (part.images[r].split("/")[1][:-4], oi.trainable[c])
+        for r, c, t, o in zip(part.rows, part.classes, part.truth, part.observed, strict=True)
+        if t == 0
+    }
+    assert added == machine and machine  # machine positives: observed +1, truth unknown
+    assert (part.observed[part.truth == 0] == 1).all()
+    assert prep.manifest["source"]["counts"]["train"]["machine_positives_added"] == len(machine)
+
+
+@pytest.mark.parametrize(
+    "kind,expect",
+    [
+        ("bad_row", "Confidence must be 0 or 1, got 'yes'"),
+        ("short_row", "malformed row, expected 4 fields, got 3"),
+        ("unknown_mid", "LabelName not in oidv7-class-descriptions.csv: '/m/0zzzzz'"),
+        ("wrong_header", "header must be ImageID,Source,LabelName,Confidence"),
+        ("missing_image", "4 of 64 listed images are missing"),
+    ],
+)
+def test_hostile_files_are_one_line(tmp_path, kind, expect):
+    oi = write_openimages(tmp_path / "oi", sizes=(40, 12, 12), hostile=kind)
+    line = error_line(run_cli("prepare", "openimages", "--root", oi.root, "--out", tmp_path / "p", check=False))
+    assert expect in line
+    if "line" in oi.hostile and kind != "wrong_header":
+        assert f"{oi.hostile['file']}:{oi.hostile['line']}" in line or kind == "short_row"
+    assert not (tmp_path / "p").exists()
+
+
+def test_conflicts_are_counted_unknowns_and_images_optional(tmp_path):
+    oi = write_openimages(tmp_path / "oi", sizes=(40, 12, 12), hostile="conflict")
+    for image in (oi.root / "test").iterdir():
+        image.unlink()
+    run_cli("prepare", "openimages", "--root", oi.root, "--out", tmp_path / "p", "--images-optional")
+    prep = load_prepared(tmp_path / "p")
+    assert prep.manifest["source"]["counts"]["train"]["conflicting_labels_to_unknown"] == 1
+    assert prep.manifest["policies"]["image_files"].startswith("not checked")
+    part = prep.split_entries("train")
+    row = list(part.images).index(f"train/{oi.hostile['image_id']}.jpg")
+    cls = oi.trainable.index(oi.hostile["label"])
+    assert cls not in part.classes[part.indptr[row] : part.indptr[row + 1]]  # neither +1 nor -1: unknown
+
+
+def test_stats_and_corruption_on_entries(oi, oi_prepared, tmp_path):
+    stats = json.loads(run_cli("stats", oi_prepared, "--json", "-").stdout)
+    human = expected_labels(oi, "train")
+    assert sum(r["true_positives"] for r in stats["per_class"]) == sum(v == 1 for v in human.values())
+    assert stats["summary"]["truth_unknown_entries"] == 40 * len(oi.trainable) - len(human)
+    text = run_cli("stats", oi_prepared, "--rows", "4").stdout
+    assert "first and last 2 of 11" in text and "… 7 more" in text
+    run_cli("prepare", "openimages", "--root", oi.root, "--out", tmp_path / "pu", "--strip-negatives", "--clean-val")
+    prep = load_prepared(tmp_path / "pu")
+    assert not (prep.split_entries("train").observed == -1).any()
+    assert (prep.split_entries("val").observed == -1).any()  # --clean-val keeps the verified val labels
+
+
+def test_dense_targets_scatter_the_entries(oi_prepared):
+    part = load_prepared(oi_prepared).split_entries("train")
+    dense = load_prepared(oi_prepared).split_data("train").observed
+    rows = np.array([5, 0, 5, 17, 39])
+    got = dense_targets(part.indptr, part.classes, part.observed, rows, part.num_classes, part.absent_observed)
+    np.testing.assert_array_equal(got, dense[rows])
+
+
+def test_masked_metrics_equal_the_dense_ones():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        n, c = int(rng.integers(1, 50)), int(rng.integers(1, 9))
+        targets = rng.choice(np.array([-1, 0, 1], np.int8), size=(n, c), p=[0.4, 0.4, 0.2])
+        scores = np.round(rng.random((n, c)), 1)  # ties
+        rows, cols = np.nonzero(targets != 0)
+        ap = masked_average_precision(cols, targets[rows, cols], scores[rows, cols], c)
+        np.testing.assert_allclose(ap, average_precision(scores, targets), equal_nan=True)
+        kth = np.sort(scores, axis=1)[:, -min(3, c)]
+        masked = masked_metrics((rows, cols, targets[rows, cols], scores[rows, cols]), kth, c)
+        dense = multilabel_metrics(scores, targets)
+        for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"):
+            assert masked[key] == pytest.approx(dense[key], nan_ok=True)
+            if key != "mAP":
+                assert masked["top3"][key] == pytest.approx(dense["top3"][key], nan_ok=True)
+
+
+def test_train_eval_audit_on_open_images(oi_prepared, tmp_path, one_thread):
+    run = tmp_path / "run"
+    done = run_cli(*train_args(oi_prepared, run, epochs=1), "--max-steps", "1", "--batch-size", "8")
+    assert "linear head" in done.stdout + done.stderr  # no class vectors for these classes
+    report = tmp_path / "r.json"
+    run_cli("eval", run / "last.pt", "--device", "cpu", "--workers", "0", "--json", report)
+    result = json.loads(report.read_text())
+    assert "label entries" in result["targets"]
+    # the same numbers from the dense view of this small split: each class over its verified images only
+    prep = load_prepared(oi_prepared)
+    test = prep.split_data("test")
+    saved = tmp_path / "s.npz"
+    run_cli("eval", run / "last.pt", "--device", "cpu", "--workers", "0", "--save-scores", saved)
+    data = np.load(saved)
+    dense_scores = np.zeros(test.truth.shape)
+    dense_scores[data["entry_rows"], data["entry_classes"]] = data["scores_ema"]
+    ap = average_precision(dense_scores, test.truth)  # absent entries are 0 in truth: ignored
+    expected = 100 * np.nanmean(ap)
+    assert result["all_weights"]["ema"]["mAP"] == pytest.approx(expected, abs=1e-4)
+    assert UNICORN_MID in prep.manifest["source"]["label_names"]
+    assert "Unicorn" in result["classes_without_positives"]
+    run_cli(
+        "audit", run / "last.pt", "--device", "cpu", "--workers", "0", "--split", "val", "--json", tmp_path / "a.json"
+    )
+    assert json.loads((tmp_path / "a.json").read_text())["n_images"] == 12
