@@ -384,8 +384,10 @@ def write_prepared(
                 tmp / name,
                 version="2.6",
                 compression="zstd",
-                compression_level=3,
-                use_dictionary=True,
+                compression_level=1,
+                # sorted image indices delta-encode to a few bits; labels and splits take a handful of values
+                use_dictionary=["split", "truth", "observed"],
+                column_encoding={"image_idx": "DELTA_BINARY_PACKED"} if name == LABELS_FILE else None,
                 write_statistics=True,
                 row_group_size=1 << 20,
                 data_page_size=1 << 20,

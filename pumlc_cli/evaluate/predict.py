@@ -17,6 +17,9 @@ import numpy as np
 
 from pumlc_cli.errors import PumlcError
 
+MANY_CLASSES = 100  # above this, predictions carry the TOP_SCORES best scores, not every class's
+TOP_SCORES = 20
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -106,17 +109,20 @@ def run_predict(opts: PredictOptions) -> None:
     rule = LabelRule.for_model(model.thresholds, len(model.classes), opts.threshold, opts.top_k)
     scored = model.score_files(files, opts.batch_size)
     rows = [
-        {
-            "image": str(path),
-            "labels": rule.labels(scores, model.classes),
-            "scores": {c: round(float(s), 6) for c, s in zip(model.classes, scores, strict=True)},
-        }
+        {"image": str(path), "labels": rule.labels(scores, model.classes), "scores": _scores(scores, model.classes)}
         for path, scores in zip(scored.paths, scored.scores, strict=True)
     ]
     skipped = [(str(path), why) for path, why in scored.skipped]
     _report(rows, skipped, rule, opts.json_file, opts.csv_file, model.classes)
     if not rows:
         raise PumlcError("no readable image among the given paths")
+
+
+def _scores(scores: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Every class's score, or above `MANY_CLASSES` classes (Open Images: 9,605) the `TOP_SCORES` best (and so the
+    labelled ones, which are among the best unless the threshold is low): thousands of scores per image help nobody."""
+    keep = range(len(classes)) if len(classes) <= MANY_CLASSES else np.argsort(-scores, kind="stable")[:TOP_SCORES]
+    return {classes[i]: round(float(scores[i]), 6) for i in keep}
 
 
 def _report(
@@ -150,15 +156,22 @@ def _report(
     if csv_file:
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["image", "labels", *classes])
-        for row in rows:
-            writer.writerow([row["image"], ";".join(row["labels"]), *(row["scores"][c] for c in classes)])
+        if len(classes) <= MANY_CLASSES:
+            writer.writerow(["image", "labels", *classes])
+            for row in rows:
+                writer.writerow([row["image"], ";".join(row["labels"]), *(row["scores"][c] for c in classes)])
+        else:  # one column per class would be thousands: the best scores as class=score
+            writer.writerow(["image", "labels", "top_scores"])
+            for row in rows:
+                top = ";".join(f"{c}={v}" for c, v in row["scores"].items())
+                writer.writerow([row["image"], ";".join(row["labels"]), top])
         write_text(csv_file, buf.getvalue())
     table = Table(title=f"predictions ({rule.describe()})", box=box.SIMPLE_HEAD)
     table.add_column("image", overflow="fold", ratio=1)
     table.add_column("labels (score)", ratio=1)
     for row in rows:
-        table.add_row(row["image"], ", ".join(f"{c} ({row['scores'][c]:.2f})" for c in row["labels"]) or "-")
+        labelled = (f"{c} ({row['scores'][c]:.2f})" if c in row["scores"] else c for c in row["labels"])
+        table.add_row(row["image"], ", ".join(labelled) or "-")
     table_console(stderr=is_stdout(json_file) or is_stdout(csv_file)).print(table)
     if skipped:
         err_console.print(f"{len(skipped)} unreadable image(s) skipped, {len(rows)} predicted")

@@ -83,12 +83,13 @@ def _header(path: Path, expected: list[str]) -> None:
         raise PumlcError(f"{path}: header must be {','.join(expected)}, got {first[:80]!r}")
 
 
-def read_csv(path: Path, columns: dict[str, object]):
-    """A CSV with the given header as an Arrow table of the given column types; malformed rows are one line."""
+def read_csv(path: Path, columns: dict[str, object], header: list[str] | None = None):
+    """A CSV with the given header (default: the columns) as an Arrow table of the given columns and types;
+    malformed rows are one line."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    _header(path, list(columns))
+    _header(path, header or list(columns))
     bad: list = []
 
     def on_invalid(row) -> str:
@@ -98,10 +99,13 @@ def read_csv(path: Path, columns: dict[str, object]):
     try:
         table = pcsv.read_csv(
             path,
-            read_options=pcsv.ReadOptions(block_size=1 << 26, use_threads=True),
+            read_options=pcsv.ReadOptions(block_size=1 << 24, use_threads=True),
             parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pcsv.ConvertOptions(
-                column_types=columns, strings_can_be_null=False, quoted_strings_can_be_null=False
+                column_types=columns,
+                include_columns=list(columns),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
             ),
         )
     except pa.ArrowInvalid as err:
@@ -199,47 +203,67 @@ class _Part:
     counts: dict
 
 
+def _encoded(table, name: str) -> tuple[object, np.ndarray]:
+    """(dictionary, int64 codes per row) of a dictionary-encoded column (chunks unified, first-appearance order)."""
+    import pyarrow as pa
+
+    chunks = table.column(name).chunks
+    if not chunks:
+        return pa.array([], pa.string()), np.zeros(0, np.int64)
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int64)
+    return chunks[0].dictionary, codes
+
+
+def _bad_value(path: Path, what: str, dictionary, codes: np.ndarray, bad: np.ndarray) -> None:
+    """One line naming the first row whose dictionary value is bad (line = row + 2: the header is line 1)."""
+    if bad.any():
+        row = int(np.flatnonzero(bad[codes])[0])
+        raise PumlcError(f"{path}:{row + 2}: {what} {dictionary[int(codes[row])].as_py()!r}")
+
+
 def _read_labels(path: Path, classes: ClassSet, machine: bool, known_ids=None) -> _Part:
-    """One label file: ids of its images, and the (image, class, confidence) rows of the selected classes."""
+    """One label file: ids of its images, and the (image, class, confidence) rows of the selected classes.
+
+    The CSV parser dictionary-encodes ImageID, LabelName and Confidence (in parallel, as it parses), so ids, MIDs and
+    confidences are checked and mapped once per distinct value, then spread to the rows by their codes."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = read_csv(path, dict.fromkeys(LABEL_HEADER, pa.string()))
-    ids, labels = table.column("ImageID").combine_chunks(), table.column("LabelName").combine_chunks()
-    text = table.column("Confidence").combine_chunks()
+    coded = pa.dictionary(pa.int32(), pa.string())
+    table = read_csv(path, dict.fromkeys(("ImageID", "LabelName", "Confidence"), coded), header=LABEL_HEADER)
+    table = table.unify_dictionaries()
+    ids, image = _encoded(table, "ImageID")
+    mids, mid_code = _encoded(table, "LabelName")
+    confs, conf_code = _encoded(table, "Confidence")
     del table
-    _first_bad(pc.invert(pc.match_substring_regex(ids, IMAGE_ID)), path, "ImageID must be a plain file name, got", ids)
+    bad_id = pc.invert(pc.match_substring_regex(ids, IMAGE_ID)).to_numpy(zero_copy_only=False)
+    _bad_value(path, "ImageID must be a plain file name, got", ids, image, bad_id)
     if machine:
-        ok = pc.match_substring_regex(text, r"^(0(\.\d*)?|1(\.0*)?|\.\d+)$")
-        _first_bad(pc.invert(ok), path, "Confidence must be a number within [0, 1], got", text)
-        conf = pc.cast(text, pa.float64())
+        ok = pc.match_substring_regex(confs, r"^(0(\.\d*)?|1(\.0*)?|\.\d+)$").to_numpy(zero_copy_only=False)
+        _bad_value(path, "Confidence must be a number within [0, 1], got", confs, conf_code, ~ok)
     else:
-        ok = pc.match_substring_regex(text, r"^[01](\.0*)?$")
-        _first_bad(pc.invert(ok), path, "Confidence must be 0 or 1, got", text)
-        conf = pc.cast(pc.utf8_slice_codeunits(text, 0, 1), pa.float64())
-    mid_index = pc.index_in(labels, value_set=classes.all_mids)
+        ok = pc.match_substring_regex(confs, r"^[01](\.0*)?$").to_numpy(zero_copy_only=False)
+        _bad_value(path, "Confidence must be 0 or 1, got", confs, conf_code, ~ok)
+    conf = pc.cast(confs, pa.float64()).to_numpy(zero_copy_only=False)[conf_code] if len(confs) else np.zeros(0)
+    mid_index = pc.index_in(mids, value_set=classes.all_mids)
     descriptions = next(s for s in classes.sources if s["role"] == "class_descriptions")["path"]
-    _first_bad(pc.is_null(mid_index), path, f"LabelName not in {Path(descriptions).name}:", labels)
-    # selected class of each MID of the descriptions (-1: not selected)
+    unknown = mid_index.is_null().to_numpy(zero_copy_only=False)
+    _bad_value(path, f"LabelName not in {Path(descriptions).name}:", mids, mid_code, unknown)
+    # selected class of each MID of the descriptions (-1: not selected), then of each row
     selected = np.full(len(classes.all_mids), -1, dtype=np.int64)
-    selected[pc.index_in(pa.array(classes.mids, pa.string()), value_set=classes.all_mids).to_numpy()] = np.arange(
-        len(classes.mids)
-    )
-    cls = selected[mid_index.to_numpy()]
-    if known_ids is None:
-        encoded = ids.dictionary_encode()
-        part_ids, image = encoded.dictionary, encoded.indices.to_numpy().astype(np.int64)
-    else:  # machine labels: only the images the human file lists
+    chosen = pc.index_in(pa.array(classes.mids, pa.string()), value_set=classes.all_mids).to_numpy()
+    selected[chosen] = np.arange(len(classes.mids))
+    cls = selected[mid_index.fill_null(0).to_numpy()][mid_code] if len(mids) else np.zeros(0, np.int64)
+    part_ids = ids
+    if known_ids is not None:  # machine labels: only the images the human file lists
         part_ids = known_ids
-        found = pc.index_in(ids, value_set=known_ids)
-        image = found.fill_null(-1).to_numpy().astype(np.int64)
-    conf_np = conf.to_numpy()
+        image = pc.index_in(ids, value_set=known_ids).fill_null(-1).to_numpy().astype(np.int64)[image]
     keep = cls >= 0
-    counts = {"rows": len(ids), "other_class_rows": int((~keep).sum())}
+    counts = {"rows": len(image), "other_class_rows": int((~keep).sum())}
     if known_ids is not None:
         counts["rows_on_images_without_human_labels"] = int((keep & (image < 0)).sum())
         keep &= image >= 0
-    return _Part(part_ids, image[keep], cls[keep], conf_np[keep], counts)
+    return _Part(part_ids, image[keep], cls[keep], conf[keep], counts)
 
 
 def _resolve(part: _Part, n_classes: int, min_conf: float | None) -> tuple[Entries, dict]:
@@ -259,18 +283,22 @@ def _resolve(part: _Part, n_classes: int, min_conf: float | None) -> tuple[Entri
             "duplicate_rows": int(len(key) - len(first)),
             "conflicting_labels_to_unknown": int(conflict.sum()),
         }
-        keys = key[first][~conflict]
-        return sort_entries(keys // n_classes, keys % n_classes, value, value), counts
+        return _entries(key[first][~conflict], n_classes, value, value), counts
     high = np.maximum.reduceat(conf, first) if len(first) else conf[:0]
     keys = key[first][high >= min_conf]
     ones = np.ones(len(keys), dtype=np.int8)
-    return sort_entries(keys // n_classes, keys % n_classes, ones * UNKNOWN, ones), {}
+    return _entries(keys, n_classes, ones * UNKNOWN, ones), {}
+
+
+def _entries(keys: np.ndarray, n_classes: int, truth: np.ndarray, observed: np.ndarray) -> Entries:
+    """Entries of sorted, unique keys image * n_classes + class."""
+    image, cls = np.divmod(keys, n_classes)
+    return Entries(image.astype(np.int32), cls.astype(np.int32), truth, observed)
 
 
 def read_openimages(root: Path, classes: str = "trainable", machine_min_conf: float | None = None) -> LabelTable:
     """Read an Open Images root (see the module docstring) into a sparse `LabelTable` (absent truth unknown)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     root = Path(root).resolve()
     if not root.is_dir():
@@ -324,11 +352,8 @@ def read_openimages(root: Path, classes: str = "trainable", machine_min_conf: fl
         sources = cls.sources + [
             {"role": role, "path": str(path), "sha256": digests[role].result()} for role, path in hashed
         ]
-    all_ids = pa.chunked_array(ids_parts).combine_chunks() if ids_parts else pa.array([], pa.string())
-    if pc.count_distinct(all_ids).as_py() != len(all_ids):
-        counts = pc.value_counts(all_ids)
-        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
-        raise PumlcError(f"{root}: image {dup!r} is listed in two of the label files (train, validation, test)")
+    _refuse_shared_images(root, ids_parts, part_names)
+    all_ids = pa.chunked_array(ids_parts).combine_chunks()
     sizes = [len(i) for i in ids_parts]
     part = np.repeat(np.array([PARTS[p] for p in part_names]), sizes)
     folders = np.repeat(np.array(part_names, dtype=object), sizes)
@@ -359,6 +384,19 @@ def read_openimages(root: Path, classes: str = "trainable", machine_min_conf: fl
         entries=entries,
         absent_truth=UNKNOWN,
     )
+
+
+def _refuse_shared_images(root: Path, ids_parts: list, part_names: list[str]) -> None:
+    """An image in two label files would be trained and tested on: refused. Each file's ids are unique already, so
+    only later files are looked up among earlier ones (hashing the smaller set, probing the larger)."""
+    import pyarrow.compute as pc
+
+    for k in range(1, len(ids_parts)):
+        for j in range(k):
+            shared = pc.is_in(ids_parts[j], value_set=ids_parts[k]).to_numpy(zero_copy_only=False)
+            if shared.any():
+                dup = ids_parts[j][int(np.flatnonzero(shared)[0])].as_py()
+                raise PumlcError(f"{root}: image {dup!r} is in both the {part_names[j]} and {part_names[k]} labels")
 
 
 def _paths(folders: np.ndarray, ids) -> list[str]:
