@@ -85,9 +85,9 @@ def test_version_and_workflow_order() -> None:
 
 def test_prepare_without_a_format_names_them() -> None:
     result = CliRunner().invoke(app, ["prepare"], env={"COLUMNS": "80"})
-    for fmt in ("coco", "voc", "csv"):
+    for fmt in ("coco", "voc", "csv", "openimages"):
         assert f"pumlc prepare {fmt} --" in result.output
-    with pytest.raises(PumlcError, match=r"coco\|voc\|csv --partial 0.3"):
+    with pytest.raises(PumlcError, match=r"coco\|voc\|csv\|openimages --partial 0.3"):
         raise CliRunner().invoke(app, ["prepare", "--partial", "0.3"]).exception
 
 
