@@ -13,7 +13,9 @@ import numpy as np
 from pumlc_cli.audit.scores import KINDS, Audit, truth_report
 
 CSV_COLUMNS = ("kind", "rank", "image", "split", "class", "score", "prob", "observed")
-IMAGE_WIDTH = 32  # image paths in the tables keep their end (the file name) so rows fit 80 columns
+IMAGE_WIDTH = 32
+MANY_CLASSES = 100  # above this, the per-class table shows the SHOWN_CLASSES with most estimated missing positives
+SHOWN_CLASSES = 20  # image paths in the tables keep their end (the file name) so rows fit 80 columns
 
 
 def suggestions(audit: Audit, images: list[str], splits: list[str], classes: list[str], floor: float) -> list[dict]:
@@ -110,8 +112,17 @@ def render(report: dict[str, Any], top: int, stderr: bool = False) -> None:
             console.print(f"no {title} with score ≥ {report['floor']:g}")
     truth = report["truth"]
     true_rates = {r["class"]: r["true_missing_rate"] for r in truth["per_class"]} if truth else {}
+    rows = report["per_class"]
+    if len(rows) > MANY_CLASSES:  # thousands of classes (Open Images): the ones with most estimated missing labels
+        rows = sorted(rows, key=lambda r: -(r["est_missing_positives"] or 0))[:SHOWN_CLASSES]
     per_class = Table(
-        title=f"per class ({report['split']}, estimated from the scores)",
+        title=f"per class ({report['split']}, estimated from the scores"
+        + (
+            f"; the {len(rows)} of {len(report['per_class']):,} with most missing+, all in --json"
+            if rows is not report["per_class"]
+            else ""
+        )
+        + ")",
         header_style="bold",
         caption="c: share of the true positives observed positive (the label frequency the scores assume). "
         "Estimated: true+; missing+, true positives not observed positive (hidden positives and false "
@@ -121,7 +132,7 @@ def render(report: dict[str, Any], top: int, stderr: bool = False) -> None:
     cols = ["class", "obs+", "c", "true+", "missing+", "missing", "wrong"] + (["true missing"] if truth else [])
     for col in cols:
         per_class.add_column(col, justify="left" if col == "class" else "right", no_wrap=col == "class")
-    for r in report["per_class"]:
+    for r in rows:
         cells = [
             r["class"],
             str(r["observed_positives"]),
