@@ -109,19 +109,24 @@ def predict_entry_scores(
     was_training = model.training
     model.eval()
     pos_parts, score_parts, idx_parts, kth_parts = [], [], [], []
-    for images, _, indices in loader:
-        images = images.to(info.device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_context(info.device, amp):
-            logits = model(images)
-        probs = torch.sigmoid(logits.float())
-        local, pos = entry_positions(indptr, indices.numpy())
-        at = probs[torch.from_numpy(local).to(probs.device), torch.from_numpy(classes[pos]).to(probs.device)]
-        pos_parts.append(torch.from_numpy(pos))
-        score_parts.append(at.cpu())
-        kth_parts.append(probs.topk(min(top_k, probs.shape[1]), dim=1).values[:, -1].cpu())
-        idx_parts.append(indices)
+    batches = iter(loader)
+    try:
+        for images, _, indices in batches:
+            images = images.to(info.device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_context(info.device, amp):
+                logits = model(images)
+            probs = torch.sigmoid(logits.float())
+            local, pos = entry_positions(indptr, indices.numpy())
+            at = probs[torch.from_numpy(local).to(probs.device), torch.from_numpy(classes[pos]).to(probs.device)]
+            pos_parts.append(torch.from_numpy(pos))
+            score_parts.append(at.cpu())
+            kth_parts.append(probs.topk(min(top_k, probs.shape[1]), dim=1).values[:, -1].cpu())
+            idx_parts.append(indices)
+    finally:
+        if batches is not getattr(loader, "_iterator", None):  # a persistent loader keeps its workers for the next pass
+            shut_down_workers(batches)
     model.train(was_training)
     empty_long = torch.zeros(0, dtype=torch.long)
     all_pos, scores = gather_rows(
