@@ -373,11 +373,10 @@ def test_parquet_label_columns_of_the_wrong_type(data, convert, expect):
     import pandas as pd
 
     frame = pd.read_parquet(data / "labels.parquet")
-    col = next(c for c in frame.columns if c.startswith("observed:"))
-    frame[col] = convert(frame[col])
+    frame["observed"] = convert(frame["observed"])
     frame.to_parquet(data / "labels.parquet")
     manifest = json.loads((data / "manifest.json").read_text())
-    manifest["labels_sha256"] = hashlib.sha256((data / "labels.parquet").read_bytes()).hexdigest()
+    manifest["files_sha256"]["labels.parquet"] = hashlib.sha256((data / "labels.parquet").read_bytes()).hexdigest()
     (data / "manifest.json").write_text(json.dumps(manifest))
     line = error_line(run_cli("stats", data, check=False))
     assert f"labels must be -1, 0 or 1, {expect}" in line

@@ -267,6 +267,8 @@ def _check_tables(images, labels, classes: list[str], path: Path) -> Entries:
     cols = {}
     for name, kind in ENTRY_COLUMNS.items():
         col = labels.column(name)
+        if name in ("truth", "observed") and not pa.types.is_integer(col.type):
+            _refuse_label_values(col, lab_file)
         if not pa.types.is_integer(col.type) or col.null_count:
             raise PumlcError(f"{lab_file}: column {name} must hold integers")
         cols[name] = col.to_numpy().astype(kind, copy=False)
@@ -286,6 +288,15 @@ def _check_tables(images, labels, classes: list[str], path: Path) -> Entries:
     if len(key) > 1 and not (np.diff(key) > 0).all():
         raise PumlcError(f"{lab_file}: entries must be sorted by (image_idx, class_idx), each once")
     return Entries(cols["image_idx"], cols["class_idx"], cols["truth"], cols["observed"])
+
+
+def _refuse_label_values(col, lab_file: Path) -> None:
+    """A label column that is not integer: name its values that are not -1/0/1 (strings, fractions), or its type
+    when every value would pass (floats that are all whole)."""
+    values = set(col.to_pylist())
+    bad = sorted(repr(v) for v in values if isinstance(v, str | bytes) or v not in (-1, 0, 1))[:3]
+    found = ", ".join(bad) if bad else f"{col.type.to_pandas_dtype().__name__} columns"
+    raise PumlcError(f"{lab_file}: labels must be -1, 0 or 1, found {found}")
 
 
 # ---------------------------------------------------------------------------------------------- writing
