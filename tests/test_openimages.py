@@ -175,3 +175,17 @@ def test_train_eval_audit_on_open_images(oi_prepared, tmp_path, one_thread):
         "audit", run / "last.pt", "--device", "cpu", "--workers", "0", "--split", "val", "--json", tmp_path / "a.json"
     )
     assert json.loads((tmp_path / "a.json").read_text())["n_images"] == 12
+
+
+def test_store_round_trip_keeps_the_absent_rule(synth_prepared, oi_prepared, tmp_path):
+    """A folder written again from its store (audit folds, relabel) reads the same labels in every split."""
+    from pumlc_cli.data.prepared import store_of, write_prepared
+
+    for k, source in enumerate((synth_prepared, oi_prepared)):
+        old = load_prepared(source)
+        write_prepared(tmp_path / f"copy{k}", store_of(old), dict(old.manifest))
+        new = load_prepared(tmp_path / f"copy{k}")
+        assert new.manifest["labels"] == old.manifest["labels"]
+        for split in ("train", "val", "test"):
+            np.testing.assert_array_equal(new.split_data(split).observed, old.split_data(split).observed)
+            np.testing.assert_array_equal(new.split_data(split).truth, old.split_data(split).truth)

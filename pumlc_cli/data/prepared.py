@@ -355,7 +355,13 @@ class LabelStore:
 
 def store_of(prepared: Prepared) -> LabelStore:
     """A loaded folder's labels, to be changed and written again (audit folds, relabel)."""
-    return LabelStore(prepared.images_table.column("image").to_pylist(), prepared.split_column.copy(), prepared.entries)
+    return LabelStore(
+        prepared.images_table.column("image").to_pylist(),
+        prepared.split_column.copy(),
+        prepared.entries,
+        prepared.absent_truth,
+        dict(prepared.absent_observed),
+    )
 
 
 def manifest_text(manifest: dict) -> str:
