@@ -18,7 +18,7 @@ and once: masked mAP over 9,605 classes on 125,436 simulated test images (~6.5 v
 at the verified entries), timed, checked against scikit-learn on a sample of classes, its peak memory <= 10% of
 the dense 125,436 x 9,605 float32 score matrix it never builds. Each figure is extrapolated to 9M images.
 
-    python bench/openimages_scale.py [--sizes 1000000,4000000] [--work bench_out] [--seed 0]
+    python bench/openimages_scale.py [--sizes 1000000,4000000] [--work bench_out] [--seed 0] [--repeat 1]
 """
 
 from __future__ import annotations
