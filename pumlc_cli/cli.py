@@ -51,7 +51,7 @@ def _main(
 
 def _register() -> None:
     """Attach every sub-command; each module only defines Typer functions and defers heavy imports."""
-    from pumlc_cli.commands import audit, export, predict, prepare, relabel, stats, synth, train
+    from pumlc_cli.commands import audit, compare, export, predict, prepare, relabel, stats, synth, train
     from pumlc_cli.commands import eval as eval_cmd
 
     app.command("synth", cls=HelpCommand, epilog=synth.EXAMPLES)(synth.synth)
@@ -59,6 +59,7 @@ def _register() -> None:
     app.command("stats", cls=HelpCommand, epilog=stats.EXAMPLES)(stats.stats)
     app.command("train", cls=HelpCommand, epilog=train.EXAMPLES)(train.train)
     app.command("eval", cls=HelpCommand, epilog=eval_cmd.EXAMPLES)(eval_cmd.eval_command)
+    app.command("compare", cls=HelpCommand, epilog=compare.EXAMPLES)(compare.compare)
     app.command("predict", cls=HelpCommand, epilog=predict.EXAMPLES)(predict.predict)
     app.command("export", cls=HelpCommand, epilog=export.EXAMPLES)(export.export)
     audit_examples = examples("pumlc audit runs/pu --csv suggestions.csv", "pumlc audit runs/pu --folds 5 --top 20")

@@ -24,7 +24,9 @@ from pumlc_cli.errors import PumlcError
 
 STDOUT = "-"
 # Files a `pumlc train` run folder and a `pumlc prepare` folder own; nothing else may write them.
-RUN_FILES = frozenset({"last.pt", "best.pt", "config.json", "metrics.jsonl", "thresholds.json", "tensorboard"})
+RUN_FILES = frozenset(
+    {"last.pt", "best.pt", "config.json", "metrics.jsonl", "metrics.csv", "thresholds.json", "tensorboard"}
+)
 PREPARED_FILES = frozenset({"manifest.json", "labels.parquet", "images.parquet", "images"})
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt"})
 FOLDS_FILE = "folds.json"  # marks a folder `pumlc audit --folds` made

@@ -24,6 +24,7 @@ COMMANDS = [
     ["stats"],
     ["train"],
     ["eval"],
+    ["compare"],
     ["predict"],
     ["export"],
     ["audit"],

@@ -30,6 +30,7 @@ _METHOD = "Method (loss)"
 _MODEL = "Model"
 _SCHEDULE = "Schedule"
 _DEVICES = "Devices and speed"
+_LOGS = "Logs and checkpoints"
 
 EXAMPLES = examples(
     "pumlc train prep --out runs/pu",
@@ -40,7 +41,7 @@ EXAMPLES = examples(
 def train(
     ctx: typer.Context,
     data: Path = typer.Argument(..., help="Prepared folder (from `pumlc prepare`)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: last.pt, best.pt, metrics.jsonl, config.json."),
+    out: Path = typer.Option(..., "--out", help="Run folder: last.pt, best.pt, metrics.jsonl/.csv, config.json."),
     recipe: RecipeName = typer.Option(
         "paper", help="Defaults per dataset kind: the released PU-MLC commands (VOC reader → VOC, else COCO)."
     ),
@@ -197,7 +198,22 @@ def train(
         rich_help_panel=_METHOD,
     ),
     tensorboard: bool = typer.Option(
-        False, "--tensorboard", help="Also log to RUN/tensorboard.", rich_help_panel=_DEVICES
+        False,
+        "--tensorboard",
+        help="Also log val mAP, loss, lr, img/s to RUN/tensorboard (needs the tensorboard extra).",
+        rich_help_panel=_LOGS,
+    ),
+    log_every: int | None = typer.Option(
+        None,
+        show_default="a tenth of an epoch when not a terminal",
+        help="Print a line of loss, lr and img/s every N steps; 0 = none.",
+        rich_help_panel=_LOGS,
+    ),
+    save_every: int | None = typer.Option(
+        None,
+        show_default="every 10 min",
+        help="Rewrite last.pt every N epochs (always after the first and last, and on a stop).",
+        rich_help_panel=_LOGS,
     ),
     max_steps: int = typer.Option(
         0, help="Stop (resumably) after this many steps; 0 = no limit.", rich_help_panel=_SCHEDULE

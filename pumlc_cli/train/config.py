@@ -111,6 +111,8 @@ class TrainConfig(BaseModel):
     val_unknown: ValUnknown = "auto"
     threshold_min_positives: Int = Field(THRESHOLD_MIN_POSITIVES, ge=0)
     tensorboard: Bool = False
+    log_every: Int | None = Field(None, ge=0)
+    save_every: Int | None = Field(None, ge=1)
     max_steps: Int = Field(0, ge=0)
 
     @model_validator(mode="after")

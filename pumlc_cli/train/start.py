@@ -204,4 +204,8 @@ def check_runnable(cfg: Any) -> None:
 
     build_loss(cfg.loss, 2, **cfg.loss_options)  # bad loss options fail here, before the run folder is made
     check_model_name(cfg.model)  # a typo fails here (and in --dry-run), not after the data is loaded
+    if cfg.tensorboard:
+        from pumlc_cli.train.tracking import check_tensorboard
+
+        check_tensorboard()
     check_gpus(cfg.gpus, device_kind(cfg.resolved_device()))

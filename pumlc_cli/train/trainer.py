@@ -7,7 +7,6 @@ follows the same trajectory.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pumlc_cli.atomic import write_text_atomic
 from pumlc_cli.data.datasets import (
     STREAM_MIXUP,
     STREAM_PERMUTATION,
@@ -45,11 +43,14 @@ from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint, require
 from pumlc_cli.runtime.workers import init_worker
 from pumlc_cli.train.config import TrainConfig
 from pumlc_cli.train.ema import ModelEma
+from pumlc_cli.train.tracking import StepLog, TensorBoard, log_interval, write_metrics
 
 console = Console(stderr=True)
 RESUME_KEYS = ("ema", "optimizer", "scheduler", "scaler", "epoch", "step_in_epoch", "global_step", "best", "history")
 # In a distributed run ranks agree on a stop request every this many steps (one tiny all-reduce).
 STOP_SYNC_EVERY = 5
+# Without --save-every, last.pt is rewritten at an epoch's end once this long has passed since the last save.
+SAVE_INTERVAL_S = 600.0
 
 
 class Interrupted(Exception):
@@ -257,7 +258,8 @@ class Trainer:
         self.thresholds: dict[str, Any] | None = None  # chosen on val for the best weights (best.pt only)
         self.history: list[dict[str, Any]] = []
         self.stop_signal: int | None = None
-        self.writer = self._tensorboard() if info.is_main else None
+        self.tensorboard: TensorBoard | None = None
+        self.saved_at = time.monotonic()
 
     # ----------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
@@ -312,15 +314,6 @@ class Trainer:
             self.history = list(payload["history"])
         except (RuntimeError, KeyError, ValueError, TypeError) as err:
             raise PumlcError(f"{path}: damaged checkpoint, cannot be resumed ({first_line(str(err))})") from None
-
-    def _tensorboard(self) -> Any:
-        if not self.cfg.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise PumlcError("--tensorboard needs the tensorboard package: pip install 'pumlc[tensorboard]'") from err
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> torch.utils.data.DataLoader:
@@ -404,6 +397,8 @@ class Trainer:
                 f"{len(self.classes)} classes, {info.world} process(es) on {info.device.type}, amp={self.amp}, "
                 f"val unknowns: {self.val_policy}"
             )
+        if cfg.tensorboard and info.is_main:
+            self.tensorboard = TensorBoard(self.run_dir / "tensorboard", self.global_step)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._epochs()
@@ -412,6 +407,8 @@ class Trainer:
         finally:  # the caller (a shell, a test, a driver) gets its own handlers back
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self.tensorboard is not None:
+                self.tensorboard.close()
 
     def _epochs(self) -> None:
         cfg, info = self.cfg, self.info
@@ -424,6 +421,8 @@ class Trainer:
             console=console,
             disable=not info.is_main,
         ) as progress:
+            every = log_interval(cfg.log_every, self.steps_per_epoch, console.is_terminal) if info.is_main else 0
+            steps = StepLog(every, cfg.batch_size, lambda line: progress.console.print(line, soft_wrap=True))
             while self.epoch < cfg.epochs:
                 self.loss_fn.set_epoch(self.epoch)  # e.g. LL-R's rejection rate grows with the epoch
                 task = progress.add_task(
@@ -440,12 +439,16 @@ class Trainer:
                 loss_sum = torch.full((), self.epoch_loss_sum, device=info.device)
                 n_steps = 0
                 t0 = time.perf_counter()
+                steps.start(float(self.epoch_loss_sum))
                 for images, observed, indices in self._loader():
                     loss_sum += self._step(images, observed, indices)
                     self.epoch_loss_sum = loss_sum
                     n_steps += 1
                     self.step_in_epoch += 1
                     self.global_step += 1
+                    if steps.due(self.step_in_epoch):
+                        where = f"epoch {self.epoch + 1}/{cfg.epochs} step {self.step_in_epoch}/{self.steps_per_epoch}"
+                        steps.line(where, n_steps, float(loss_sum), self.scheduler.get_last_lr()[0])
                     if n_steps % 10 == 0 or self.step_in_epoch == self.steps_per_epoch:
                         elapsed = time.perf_counter() - t0
                         progress.update(
@@ -485,7 +488,9 @@ class Trainer:
                 improved = True
         if self.info.is_main:
             state = self.state()
-            save_checkpoint(self.run_dir / "last.pt", state)
+            if self._save_due():
+                save_checkpoint(self.run_dir / "last.pt", state)
+                self.saved_at = time.monotonic()
             if (
                 improved and self.val_entries is None
             ):  # thresholds for the new best weights, on the labels val mAP scores
@@ -495,11 +500,9 @@ class Trainer:
                 save_checkpoint(self.run_dir / "best.pt", self.best_state(state))
                 if self.thresholds is not None:
                     write_thresholds_file(self.run_dir, self.thresholds)
-            self._write_history()
-            if self.writer is not None:
-                for key, value in record.items():
-                    if key not in {"epoch", "step"} and value is not None:
-                        self.writer.add_scalar(key, value, self.global_step)
+            write_metrics(self.run_dir, self.history)
+            if self.tensorboard is not None:
+                self.tensorboard.epoch(record)
             val = (
                 f"val mAP {self._val_scope} {scores['regular']:.2f} (EMA {scores['ema']:.2f})"
                 if scores
@@ -507,9 +510,20 @@ class Trainer:
             )
             progress.console.print(
                 f"epoch {self.epoch}/{self.cfg.epochs}: loss {train_loss:.4f}, {val}, {ips:.0f} img/s"
-                + (" [green]best[/]" if improved else "")
+                + (" [green]best[/]" if improved else ""),
+                soft_wrap=True,  # one line in a log too, whatever its width
             )
         dist.barrier(self.info)
+
+    def _save_due(self) -> bool:
+        """last.pt after the run's first epoch and its last, then every --save-every epochs (by default at the
+        first epoch end SAVE_INTERVAL_S after the previous save); a signal or --max-steps saves it too (_stop),
+        so a run loses at most the epochs since its last save only when killed outright."""
+        if self.epoch >= self.cfg.epochs or not (self.run_dir / "last.pt").exists():
+            return True
+        if self.cfg.save_every:
+            return self.epoch % self.cfg.save_every == 0
+        return time.monotonic() - self.saved_at >= SAVE_INTERVAL_S
 
     def _report_files(self) -> None:
         """Sizes of the two checkpoints: last.pt resumes (optimizer included), best.pt is for eval and predict."""
@@ -540,10 +554,6 @@ class Trainer:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop_signal = signum
-
-    def _write_history(self) -> None:
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history)
-        write_text_atomic(self.run_dir / "metrics.jsonl", lines)
 
 
 def _megabytes(path: Path) -> str:
