@@ -63,6 +63,18 @@ def test_offline_start_fails_at_once_with_the_ways_on(
     assert not run.exists()
 
 
+def test_probe_leaves_proxied_hosts_to_the_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused direct connection means offline, unless a proxy carries the traffic (then only the download
+    itself can tell)."""
+    from pumlc_cli.models.hub import _unreachable
+
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert "127.0.0.1:9 unreachable" in (_unreachable("http://127.0.0.1:9") or "")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    assert _unreachable("http://127.0.0.1:9") is None
+
+
 def test_few_images_from_random_weights(coco128: Path, tmp_path: Path) -> None:
     """From random weights on 115 COCO images: the linear head and a quarter-of-the-set batch, not the paper's
     semantic head and a batch of 70 that would leave 45 images out of every epoch; flags still win."""

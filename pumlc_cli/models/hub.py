@@ -48,8 +48,13 @@ def _cached(kind: str, where: str) -> bool:
 
 
 def _unreachable(url: str) -> str | None:
-    """Why `url`'s host cannot be reached (one TCP connect), or None when it answers."""
+    """Why `url`'s host cannot be reached (one TCP connect), or None when it answers. Behind a proxy
+    (HTTPS_PROXY and the like) a direct connect proves nothing, so the download itself decides."""
+    from urllib.request import getproxies, proxy_bypass
+
     parts = urlsplit(url)
+    if parts.scheme in getproxies() and not proxy_bypass(parts.hostname or ""):
+        return None
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
