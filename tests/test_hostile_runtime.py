@@ -102,8 +102,10 @@ def damaged_copy(synth_root: Path, tmp_path: Path, damage: str) -> tuple[Path, P
             victim.write_bytes(b"")
         elif damage == "bomb":
             png_header_only(victim, 12_000, 12_000)  # 144 megapixels in a few KB
-        else:
-            victim.symlink_to("/etc/hostname")
+        else:  # a link to a non-image inside the image root (links out of the root are refused by prepare)
+            note = root / f"{victim.stem}.txt"
+            note.write_text("not an image\n")
+            victim.symlink_to(note)
     run_cli("prepare", "coco", "--root", root, "--out", tmp_path / "p")
     return tmp_path / "p", victims[0]
 
