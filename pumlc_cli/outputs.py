@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from pumlc_cli.errors import PumlcError
+from pumlc_cli.inputs import read_input
 
 STDOUT = "-"
 # Files a `pumlc train` run folder and a `pumlc prepare` folder own; nothing else may write them.
@@ -69,8 +70,8 @@ def is_run_folder(folder: Path) -> bool:
 
 def is_prepared_folder(folder: Path) -> bool:
     try:
-        return json.loads((folder / "manifest.json").read_bytes()).get("format") == "pumlc-prepared"
-    except (OSError, ValueError, AttributeError, RecursionError):
+        return json.loads(read_input(folder / "manifest.json", "manifest")).get("format") == "pumlc-prepared"
+    except (PumlcError, OSError, ValueError, AttributeError, RecursionError):  # a FIFO never blocks the check
         return False
 
 
@@ -335,10 +336,10 @@ def prepared_inputs(folder: Path | str) -> list[Path]:
     """What a prepared folder reads, for overlap checks: the folder itself and its dataset (`dataset_inputs`)."""
     folder = Path(folder)
     try:
-        manifest = json.loads((folder / "manifest.json").read_bytes())
+        manifest = json.loads(read_input(folder / "manifest.json", "manifest"))
         sources = [s["path"] for s in manifest.get("sources") or []]
         return [folder, *dataset_inputs(manifest["image_root"], manifest.get("image_dirs") or [], sources)]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (PumlcError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return [folder]  # not a readable manifest: loading the folder will say so
 
 

@@ -514,3 +514,12 @@ def test_relabel_out_never_inside_an_image_folder(sugg, synth_prepared, synth_ro
         watch=(synth_root, synth_prepared),
         expect="--out lies inside the input",
     )
+
+
+def test_a_fifo_manifest_never_blocks_the_output_checks(tmp_path: Path) -> None:
+    """The overlap checks read a folder's manifest.json; a FIFO there is no prepared folder and must not block."""
+    from pumlc_cli.outputs import is_prepared_folder, prepared_inputs
+
+    os.mkfifo(tmp_path / "manifest.json")
+    assert not is_prepared_folder(tmp_path)
+    assert prepared_inputs(tmp_path) == [tmp_path]
