@@ -28,13 +28,17 @@ def coco(synth_root, tmp_path) -> Path:
 
 
 def refused(*args, watch: tuple[Path, ...], expect: str) -> str:
-    """Run `pumlc ARGS`; assert exit 2, one line containing `expect`, and `watch` byte-identical."""
-    before = tree_digest(*watch)
+    """Run `pumlc ARGS`; assert exit 2, one line containing `expect`, `watch` byte-identical and no temp file left
+    beside it by this run (a concurrent run's own temp folder may be there before and after)."""
+
+    def temps() -> set[Path]:
+        return {p for folder in {w.parent for w in watch} for p in folder.iterdir() if p.name.endswith(".tmp")}
+
+    before, temps_before = tree_digest(*watch), temps()
     line = error_line(run_cli(*args, check=False))
     assert expect in line, line
     assert tree_digest(*watch) == before
-    for folder in {p.parent for p in watch}:
-        assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert not temps() - temps_before
     return line
 
 
@@ -194,7 +198,10 @@ def test_second_prepare_on_the_same_out_is_refused_naming_the_holder(coco, tmp_p
     try:
         lock = tmp_path / ".p.pumlc-lock"
         deadline = time.monotonic() + 60
-        while not (lock.exists() and lock.read_text()) and first.poll() is None and time.monotonic() < deadline:
+        # the first run holds the lock and has made its temp folder (the second must add none of its own)
+        while first.poll() is None and time.monotonic() < deadline:
+            if lock.exists() and lock.read_text() and list(tmp_path.glob(".p.*.tmp")):
+                break
             time.sleep(0.05)
         line = refused("prepare", "coco", "--root", coco, "--out", out, watch=(coco,), expect="in use by")
         assert f"pid {first.pid}" in line and "pumlc prepare" in line
