@@ -113,8 +113,8 @@ def test_sigterm_mid_run_then_stale_temps_are_removed(data, tmp_path, workers, g
         start_new_session=group,
     )
     deadline = time.monotonic() + 120
-    while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # after the first epoch: interrupt the second one
+    while not (run / "metrics.csv").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # after the first epoch (metrics.csv is its last file): interrupt the second one
     if group:
         os.killpg(proc.pid, signal.SIGTERM)
     else:
@@ -122,7 +122,7 @@ def test_sigterm_mid_run_then_stale_temps_are_removed(data, tmp_path, workers, g
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     assert "Traceback" not in proc.stderr.read()
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "thresholds.json"]  # no temp file
+    assert names == ["best.pt", "config.json", "last.pt", "metrics.csv", "metrics.jsonl", "thresholds.json"]  # no temp
     assert not (tmp_path / ".run.pumlc-lock").exists()
     (run / ".last.tmp424242.pt").write_bytes(b"")  # what a kill -9 during a checkpoint write leaves
     (run / ".metrics.tmp424242.jsonl").write_bytes(b"")
