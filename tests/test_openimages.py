@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -148,6 +149,63 @@ def test_masked_metrics_equal_the_dense_ones():
             assert masked[key] == pytest.approx(dense[key], nan_ok=True)
             if key != "mAP":
                 assert masked["top3"][key] == pytest.approx(dense["top3"][key], nan_ok=True)
+
+
+@pytest.fixture(scope="module")
+def oi_run(oi_prepared, tmp_path_factory):
+    """One finished epoch (5 steps) on the fixture: best.pt with its val thresholds."""
+    run = tmp_path_factory.mktemp("oi-run") / "run"
+    done = run_cli(*train_args(oi_prepared, run, epochs=1), "--batch-size", "8", "--threshold-min-positives", "2")
+    return run, done.stdout + done.stderr
+
+
+def test_val_thresholds_on_the_val_entries(oi_run, oi_prepared, tmp_path):
+    """Chosen on the verified val labels (unknowns ignored), stored as elsewhere, and what eval/predict apply."""
+    from pumlc_cli.evaluate.metrics import masked_per_class_rates, per_class_rates, threshold_metrics
+    from pumlc_cli.evaluate.thresholds import choose_entry_thresholds, choose_thresholds
+    from pumlc_cli.runtime.checkpoint import load_checkpoint
+
+    run, _ = oi_run
+    payload = load_checkpoint(run / "best.pt")
+    record = payload["thresholds"]
+    assert record == json.loads((run / "thresholds.json").read_text())
+    prep = load_prepared(oi_prepared)
+    val = prep.split_entries("val")
+    assert (record["val_images"], record["min_positives"]) == (len(val), 2)
+    saved = tmp_path / "val.npz"
+    run_cli("eval", run, "--split", "val", "--save-scores", saved, "--device", "cpu", "--workers", "0")
+    data = np.load(saved)
+    scores = data[f"scores_{payload['weights']}"]
+    again = choose_entry_thresholds(val.classes, val.observed, scores, len(prep.classes), len(val), 2)
+    assert again["global"] == pytest.approx(record["global"], abs=1e-5)
+    assert again["per_class"] == pytest.approx(record["per_class"], abs=1e-5)
+    # the dense choice on the same scores, every unstated entry unknown: the same record
+    dense = np.zeros((len(val), len(prep.classes)))
+    dense[data["entry_rows"], data["entry_classes"]] = scores
+    assert choose_thresholds(dense, prep.split_data("val").observed, 2) == again
+    own = [c for c in range(len(prep.classes)) if (val.observed[val.classes == c] == 1).sum() >= 2]
+    assert own and any(record["per_class"][c] != record["global"] for c in own)
+
+    report, per_class = tmp_path / "r.json", tmp_path / "pc.csv"
+    saved = tmp_path / "test.npz"
+    run_cli("eval", run, "--json", report, "--per-class-csv", per_class, "--save-scores", saved, "--device", "cpu",
+            "--workers", "0")  # fmt: skip
+    doc, data = json.loads(report.read_text()), np.load(saved)
+    test, cut = prep.split_data("test"), np.array(record["per_class"])
+    dense = np.zeros(test.truth.shape)
+    dense[data["entry_rows"], data["entry_classes"]] = data[f"scores_{doc['weights']}"]
+    assert doc["at_val_thresholds"]["OF1"] == pytest.approx(threshold_metrics(dense, test.observed, cut)["OF1"])
+    rows = {r["class"]: r for r in csv.DictReader(per_class.open())}
+    rates = per_class_rates(dense, test.observed, cut)
+    masked = masked_per_class_rates(data["entry_classes"], data["targets"], data[f"scores_{doc['weights']}"],
+                                    len(cut), cut)  # fmt: skip
+    np.testing.assert_array_equal(masked["predicted"], rates["predicted"])
+    assert [int(rows[c]["predicted"]) for c in prep.classes] == rates["predicted"].tolist()
+    images = [prep.image_path(p) for p in test.images[:4]]
+    doc = json.loads(run_cli("predict", run, *images, "--json", "-", "--device", "cpu").stdout)
+    assert doc["rule"].startswith("val thresholds") and doc["thresholds"] == pytest.approx(
+        dict(zip(prep.classes, record["per_class"], strict=True))
+    )
 
 
 def test_train_eval_audit_on_open_images(oi_prepared, tmp_path, one_thread):

@@ -183,7 +183,10 @@ def per_class_rates(scores: np.ndarray, targets: np.ndarray, threshold: float | 
     `precision`, `recall`, `F1` in percent (precision 0 for a class never predicted, as in `_rates`; recall and F1
     NaN for a class without positives)."""
     s, t = _validate(scores, targets)
-    tp, npred, ng = _counts(s >= _per_class(threshold, s.shape[1]), t == 1, t != 0)
+    return _class_rates(*_counts(s >= _per_class(threshold, s.shape[1]), t == 1, t != 0))
+
+
+def _class_rates(tp: np.ndarray, npred: np.ndarray, ng: np.ndarray) -> dict[str, np.ndarray]:
     precision = tp / np.maximum(npred, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(ng > 0, tp / ng, np.nan)
@@ -350,3 +353,27 @@ def masked_metrics(
         "threshold": float(threshold),
         "top_k": int(top_k),
     }
+
+
+def _entry_counts(classes, targets, scores, num_classes: int, threshold: float | np.ndarray) -> tuple[np.ndarray, ...]:
+    """`_counts` on label entries: per class, true positives, known entries predicted and positives."""
+    classes, targets, scores = _check_entries(classes, targets, scores, num_classes)
+    cut = _per_class(threshold, num_classes)
+    pred = scores >= (cut[classes] if np.ndim(cut) else cut)
+    known, pos = targets != 0, targets == 1
+    return tuple(np.bincount(classes[m], minlength=num_classes) for m in (pred & pos, pred & known, pos))
+
+
+def masked_threshold_metrics(
+    classes: np.ndarray, targets: np.ndarray, scores: np.ndarray, num_classes: int, threshold: float | np.ndarray
+) -> dict[str, float]:
+    """`threshold_metrics` on label entries (unknown targets ignored): equal to it on the dense matrix whose
+    other entries are unknown, without building that matrix."""
+    return _rates(*_entry_counts(classes, targets, scores, num_classes, threshold))
+
+
+def masked_per_class_rates(
+    classes: np.ndarray, targets: np.ndarray, scores: np.ndarray, num_classes: int, threshold: float | np.ndarray
+) -> dict[str, np.ndarray]:
+    """`per_class_rates` on label entries (unknown targets ignored)."""
+    return _class_rates(*_entry_counts(classes, targets, scores, num_classes, threshold))

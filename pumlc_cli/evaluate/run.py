@@ -166,7 +166,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The JSON document: headline metrics at top level, both weight sets under `all_weights`, and the headline's
     F1 figures at the val-chosen thresholds under `at_val_thresholds` (null without them)."""
-    from pumlc_cli.evaluate.metrics import threshold_metrics
+    from pumlc_cli.evaluate.metrics import masked_threshold_metrics, threshold_metrics
     from pumlc_cli.evaluate.thresholds import describe
 
     def block(m: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +194,8 @@ def build_report(
         "val_thresholds": thresholds,
     }
     if thresholds is not None:
-        rates = threshold_metrics(result.scores[headline], result.targets, np.asarray(thresholds["per_class"]))
+        cut = np.asarray(thresholds["per_class"])
+        rates = _rates_at(result, headline, len(classes), cut, (threshold_metrics, masked_threshold_metrics))
         report["at_val_thresholds"] = {**{k: _clean(rates[k]) for k in F1_KEYS}, "rule": describe(thresholds)}
     return report
 
@@ -207,11 +208,10 @@ def per_class_csv(
     import csv
     import io
 
-    from pumlc_cli.evaluate.metrics import per_class_rates
+    from pumlc_cli.evaluate.metrics import masked_per_class_rates, per_class_rates
 
-    scores = result.scores[headline]
     cut = np.asarray(thresholds["per_class"]) if thresholds is not None else np.full(len(classes), threshold)
-    rates = per_class_rates(scores, result.targets, cut)
+    rates = _rates_at(result, headline, len(classes), cut, (per_class_rates, masked_per_class_rates))
     ap = result.metrics[headline]["per_class_ap"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -222,6 +222,15 @@ def per_class_csv(
             [name, int(rates["support"][i]), *("" if np.isnan(v) else f"{v:.6g}" for v in cells), rates["predicted"][i]]
         )
     return buf.getvalue()
+
+
+def _rates_at(result: Any, headline: str, n_classes: int, cut: np.ndarray, rate_fns: tuple) -> dict[str, Any]:
+    """Rates of the headline scores at per-class thresholds: on the dense matrix, or on the label entries (Open
+    Images: scores only where a label is stated)."""
+    dense, masked = rate_fns
+    if result.entries is None:
+        return dense(result.scores[headline], result.targets, cut)
+    return masked(result.entries[1], result.targets, result.scores[headline], n_classes, cut)
 
 
 def render(report: dict[str, Any], voc11: bool, stderr: bool = False) -> None:

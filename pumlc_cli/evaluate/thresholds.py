@@ -23,35 +23,44 @@ FALLBACK = 0.5  # what a checkpoint without val thresholds predicts at
 NO_VAL_THRESHOLDS = "no val thresholds in this checkpoint"
 
 
-def _best_cut(scores: np.ndarray, positive: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Per row, the threshold maximising F1 of `score >= t` over the row's known entries ([R, N] inputs, [R] out).
+def _best_cuts(group: np.ndarray, scores: np.ndarray, positive: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the threshold maximising F1 of `score >= t` over the group's entries ([E] inputs, [n_groups] out).
 
-    One descending sort per row; a cut after sorted position i predicts the i+1 highest known scores, and only cuts
-    between distinct scores are possible (equal scores are predicted together). F1 = 2·TP / (predicted + positives).
-    The best cut with the fewest predictions wins ties; its threshold is the midpoint between the last score it
-    keeps and the next lower known score, so a test score a little under the val one still counts. A row without
-    known positives gets NaN.
+    One sort by (group, descending score); a cut after a group's i-th entry predicts its i highest scores, and only
+    cuts between distinct scores are possible (equal scores are predicted together). F1 = 2·TP / (predicted +
+    positives). The best cut with the fewest predictions wins ties; its threshold is the midpoint between the last
+    score it keeps and the group's next lower score, so a test score a little under the val one still counts. A
+    group without positives gets NaN. Memory grows with the entries: the val labels of Open Images never become an
+    images x classes matrix.
     """
-    rows, n = scores.shape
-    keyed = np.where(known, scores.astype(np.float64), -np.inf)  # unknowns sort last and are never cut after
-    order = np.argsort(-keyed, axis=1, kind="stable")
-    s = np.take_along_axis(keyed, order, axis=1)
-    y = np.take_along_axis(positive & known, order, axis=1)
-    n_known = known.sum(axis=1)
-    n_pos = y.sum(axis=1)
-    tp = np.cumsum(y, axis=1)
-    predicted = np.arange(1, n + 1)
-    nxt = np.concatenate([s[:, 1:], np.full((rows, 1), -np.inf)], axis=1)
-    valid = (predicted[None, :] <= n_known[:, None]) & (s > nxt)  # a cut between distinct known scores
-    f1 = np.where(valid, 2.0 * tp / (predicted[None, :] + n_pos[:, None]), -1.0)
-    cut = np.argmax(f1, axis=1)  # first maximum: the fewest predictions
-    idx = np.arange(rows)
-    kept, below = s[idx, cut], nxt[idx, cut]
+    group = np.asarray(group, dtype=np.int64)
+    order = np.lexsort((-np.asarray(scores, dtype=np.float64), group))  # ties keep the entries' order
+    g, s, y = group[order], np.asarray(scores, dtype=np.float64)[order], np.asarray(positive, dtype=bool)[order]
+    out = np.full(n_groups, np.nan)
+    if not len(g):
+        return out
+    size = np.bincount(g, minlength=n_groups)
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    n_pos = np.bincount(g, weights=y, minlength=n_groups).astype(np.int64)
+    cum = np.cumsum(y, dtype=np.int64)
+    tp = cum - np.concatenate([[0], cum])[start][g]
+    predicted = np.arange(len(g)) - start[g] + 1
+    last = predicted == size[g]
+    nxt = np.where(last, -np.inf, np.concatenate([s[1:], [-np.inf]]))
+    f1 = np.where(s > nxt, 2.0 * tp / (predicted + n_pos[g]), -1.0)  # a cut between distinct scores
+    present = np.flatnonzero(size)
+    best = np.maximum.reduceat(f1, start[present])
+    top = np.full(n_groups, np.inf)
+    top[present] = best
+    hits = np.flatnonzero(f1 == top[g])
+    groups, first = np.unique(g[hits], return_index=True)  # first maximum: the fewest predictions
+    cut = hits[first]
+    kept, below = s[cut], nxt[cut]
     with np.errstate(invalid="ignore"):
         mid = np.where(np.isfinite(below), (kept + below) / 2.0, kept)
     # the midpoint of two adjacent floats may round onto the lower one, which would then be predicted too
-    threshold = np.where(mid > below, mid, kept)
-    return np.where(n_pos > 0, threshold, np.nan)
+    out[groups] = np.where(n_pos[groups] > 0, np.where(mid > below, mid, kept), np.nan)
+    return out
 
 
 def choose_thresholds(scores: np.ndarray, targets: np.ndarray, min_positives: int) -> dict[str, Any] | None:
@@ -59,25 +68,37 @@ def choose_thresholds(scores: np.ndarray, targets: np.ndarray, min_positives: in
 
     `targets` use the label encoding (1 / -1 / 0 unknown), e.g. the trainer's val targets.
     """
-    if min_positives < 0:
-        raise PumlcError(f"--threshold-min-positives must be >= 0, got {min_positives}")
     s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(targets)
     if s.shape != t.shape or s.ndim != 2:
         raise PumlcError(f"thresholds: scores {s.shape} and targets {t.shape} must be N x C of one shape")
-    known, positive = t != 0, t == 1
+    rows, cols = np.nonzero(t != 0)
+    return choose_entry_thresholds(cols, t[rows, cols], s[rows, cols], s.shape[1], s.shape[0], min_positives)
+
+
+def choose_entry_thresholds(
+    classes: np.ndarray, targets: np.ndarray, scores: np.ndarray, n_classes: int, n_images: int, min_positives: int
+) -> dict[str, Any] | None:
+    """`choose_thresholds` on label entries (class, target, score of each stated (image, class); unknown targets
+    ignored): the same record as on the dense matrix whose other entries are unknown, from memory that grows with
+    the entries (Open Images' val split, whose unstated labels are unknown)."""
+    if min_positives < 0:
+        raise PumlcError(f"--threshold-min-positives must be >= 0, got {min_positives}")
+    t = np.asarray(targets)
+    known = t != 0
+    cls, s, positive = np.asarray(classes, dtype=np.int64)[known], np.asarray(scores)[known], t[known] == 1
     if not positive.any():
         return None
-    glob = float(_best_cut(s.reshape(1, -1), positive.reshape(1, -1), known.reshape(1, -1))[0])
-    per = _best_cut(s.T, positive.T, known.T)
-    use_global = positive.sum(axis=0) < max(1, min_positives)
+    glob = float(_best_cuts(np.zeros(len(s), np.int64), s, positive, 1)[0])
+    per = _best_cuts(cls, s, positive, n_classes)
+    use_global = np.bincount(cls[positive], minlength=n_classes) < max(1, min_positives)
     per = np.where(use_global | np.isnan(per), glob, per)
     return {
         "global": glob,
         "per_class": [float(v) for v in per],
         "min_positives": int(min_positives),
         "chosen_on": "val",
-        "val_images": int(s.shape[0]),
+        "val_images": int(n_images),
     }
 
 

@@ -37,7 +37,7 @@ from pumlc_cli.evaluate.inference import (
     shard_loader,
 )
 from pumlc_cli.evaluate.metrics import masked_average_precision, multilabel_metrics
-from pumlc_cli.evaluate.thresholds import choose_thresholds, write_thresholds_file
+from pumlc_cli.evaluate.thresholds import choose_entry_thresholds, choose_thresholds, write_thresholds_file
 from pumlc_cli.runtime import dist
 from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint, require_keys, save_checkpoint
 from pumlc_cli.runtime.workers import init_worker
@@ -380,6 +380,7 @@ class Trainer:
                 scores, _ = predict_entry_scores(
                     net, self.val_loader, self.info, self.amp, self.cfg.channels_last, val.indptr, val.classes
                 )
+                self.val_probs[name] = scores  # at the val entries only
                 ap = masked_average_precision(val.classes, self.val_targets, scores, c)
                 out[name] = float(100.0 * np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
                 continue
@@ -491,11 +492,8 @@ class Trainer:
             if self._save_due():
                 save_checkpoint(self.run_dir / "last.pt", state)
                 self.saved_at = time.monotonic()
-            if (
-                improved and self.val_entries is None
-            ):  # thresholds for the new best weights, on the labels val mAP scores
-                probs = self.val_probs[self.best["weights"]]
-                self.thresholds = choose_thresholds(probs, self.val_targets, self.cfg.threshold_min_positives)
+            if improved:  # thresholds for the new best weights, on the labels val mAP scores
+                self.thresholds = self._choose_thresholds(self.val_probs[self.best["weights"]])
             if improved or not scores:
                 save_checkpoint(self.run_dir / "best.pt", self.best_state(state))
                 if self.thresholds is not None:
@@ -514,6 +512,14 @@ class Trainer:
                 soft_wrap=True,  # one line in a log too, whatever its width
             )
         dist.barrier(self.info)
+
+    def _choose_thresholds(self, scores: np.ndarray) -> dict[str, Any] | None:
+        """Global and per-class F1-maximising thresholds on the val labels val mAP scores (unknowns ignored); on
+        entry data (Open Images) from the scores at the val entries, never an images x classes matrix."""
+        floor, val = self.cfg.threshold_min_positives, self.val_entries
+        if val is None:
+            return choose_thresholds(scores, self.val_targets, floor)
+        return choose_entry_thresholds(val.classes, self.val_targets, scores, len(self.classes), len(val), floor)
 
     def _save_due(self) -> bool:
         """last.pt after the run's first epoch and its last, then every --save-every epochs (by default at the
