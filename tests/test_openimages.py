@@ -11,6 +11,7 @@ import pytest
 
 from pumlc_cli.data.datasets import dense_targets
 from pumlc_cli.data.prepared import load_prepared
+from pumlc_cli.data.readers.openimages import read_openimages
 from pumlc_cli.evaluate.metrics import average_precision, masked_average_precision, masked_metrics, multilabel_metrics
 from tests.helpers import error_line, run_cli, train_args
 from tests.openimages_fixture import SHAPE_MIDS, UNICORN_MID, write_openimages
@@ -110,6 +111,38 @@ def test_conflicts_are_counted_unknowns_and_images_optional(tmp_path):
     row = list(part.images).index(f"train/{oi.hostile['image_id']}.jpg")
     cls = oi.trainable.index(oi.hostile["label"])
     assert cls not in part.classes[part.indptr[row] : part.indptr[row + 1]]  # neither +1 nor -1: unknown
+
+
+def test_rows_in_any_order_give_the_same_labels(oi, tmp_path):
+    """The reader takes the rows as entries when each image's labels come together in class order (the official
+    files); shuffled rows, with repeats and a conflict, go through the sort and give the same labels."""
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    for path in oi.root.iterdir():
+        if path.is_file():
+            (shuffled / path.name).symlink_to(path)
+    human, rows = oi.files["human:train"], oi.human["train"]
+    rng = np.random.default_rng(0)
+    positive = next(r for r in rows if r[3] == "1" and r[2] in oi.trainable)
+    mixed = [rows[i] for i in rng.permutation(len(rows))] + rows[:5] + [(*positive[:3], "0")]
+    (shuffled / human.name).unlink()
+    (shuffled / human.name).write_text(
+        "ImageID,Source,LabelName,Confidence\n" + "".join(",".join(r) + "\n" for r in mixed), encoding="utf-8"
+    )
+
+    def labels(root: Path) -> tuple[dict, dict]:
+        table = read_openimages(root)
+        e = table.entries
+        got = {(table.images[i], c): (t, o) for i, c, t, o in zip(e.image, e.cls, e.truth, e.observed, strict=True)}
+        return got, table.info["counts"]["train"]
+
+    ours, counts = labels(shuffled)
+    want, plain = labels(oi.root)
+    del want[(f"train/{positive[0]}.jpg", oi.trainable.index(positive[2]))]  # verified both ways: unknown
+    assert ours == want and len(ours) > 100
+    assert (plain["duplicate_rows"], plain["conflicting_labels_to_unknown"]) == (0, 0)
+    repeats = sum(r[2] in oi.trainable for r in rows[:5])
+    assert (counts["duplicate_rows"], counts["conflicting_labels_to_unknown"]) == (repeats + 1, 1)
 
 
 def test_stats_and_corruption_on_entries(oi, oi_prepared, tmp_path):

@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,6 +34,7 @@ from pumlc_cli.data.entries import (
     split_of,
 )
 from pumlc_cli.data.image_cache import CACHE_DIR, cache_record, check_cache_size, write_image_cache
+from pumlc_cli.data.imagelist import ImageList
 from pumlc_cli.data.readers import LabelTable, check_listed_files, contained_name
 from pumlc_cli.data.splits import carve_validation
 from pumlc_cli.errors import PumlcError
@@ -307,7 +308,7 @@ class LabelStore:
     """What a prepared folder's two label files hold: images with their split, the entries, and the rule for the
     absent entries (see `pumlc_cli.data.entries`)."""
 
-    images: list[str]
+    images: Sequence[str]  # a list, or an ImageList (written without a Python string per image)
     split: np.ndarray  # str [N]
     entries: Entries
     absent_truth: int = -1
@@ -340,8 +341,8 @@ class LabelStore:
         e = self.entries
         images = pa.table(
             {
-                "image": pa.array(self.images, type=pa.string()),
-                "split": pa.array(np.asarray(self.split, dtype=object), type=pa.string()).dictionary_encode(),
+                "image": ImageList(self.images).arrow,
+                "split": pa.array(np.asarray(self.split, dtype=str), type=pa.string()).dictionary_encode(),
             }
         )
         labels = pa.table(
@@ -356,7 +357,7 @@ class LabelStore:
 def store_of(prepared: Prepared) -> LabelStore:
     """A loaded folder's labels, to be changed and written again (audit folds, relabel)."""
     return LabelStore(
-        prepared.images_table.column("image").to_pylist(),
+        ImageList(prepared.images_table.column("image")),
         prepared.split_column.copy(),
         prepared.entries,
         prepared.absent_truth,
@@ -556,7 +557,7 @@ def prepare_dataset(
 
 def _assign_splits(part: np.ndarray, opt: WriteOptions) -> tuple[np.ndarray, dict]:
     """train/val/test per row: a source's own validation part is val; without one, val is carved from train."""
-    split = np.asarray(part, dtype=object).copy()
+    split = np.array(part, dtype="<U5")  # train / val / test
     if (part == "val").any():
         record = {"from": "the source's validation file", "n_val": int((part == "val").sum())}
     else:

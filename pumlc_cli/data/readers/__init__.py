@@ -10,13 +10,14 @@ import hashlib
 import io
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from pumlc_cli.data.entries import Entries, reindex
+from pumlc_cli.data.imagelist import ImageList
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.inputs import read_input
 
@@ -35,7 +36,7 @@ class LabelTable:
     """
 
     classes: list[str]
-    images: list[str]  # posix paths relative to `image_root`
+    images: Sequence[str]  # posix paths relative to `image_root` (a list, or an ImageList at scale)
     part: np.ndarray  # str array, "train" | "val" | "test"
     truth: np.ndarray | None  # int8 [N, C], 1 / -1 / 0
     empty: np.ndarray  # bool [N], the source has no annotation at all for the image
@@ -59,7 +60,7 @@ class LabelTable:
         idx = np.flatnonzero(keep)
         return LabelTable(
             classes=list(self.classes),
-            images=[self.images[i] for i in idx],
+            images=self.images.take(idx) if isinstance(self.images, ImageList) else [self.images[i] for i in idx],
             part=self.part[idx],
             truth=None if self.truth is None else self.truth[idx],
             empty=self.empty[idx],

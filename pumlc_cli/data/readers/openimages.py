@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pumlc_cli.data.entries import Entries, sort_entries
+from pumlc_cli.data.imagelist import ImageList
 from pumlc_cli.data.readers import UNKNOWN, LabelTable
 from pumlc_cli.errors import PumlcError
 
@@ -52,6 +53,9 @@ LABEL_HEADER = ["ImageID", "Source", "LabelName", "Confidence"]
 CLASS_HEADER = ["LabelName", "DisplayName"]
 IMAGE_ID = r"^[0-9A-Za-z_-]+$"
 CLASS_CHOICES = ("all", "trainable")
+# CSV blocks parsed in parallel: 4 MB keeps the threads busy with fewer buffers in flight than larger blocks (16 MB
+# raised the parse's peak memory by ~100 MB at 1M images, and was no faster)
+BLOCK_SIZE = 1 << 22
 
 
 def find_file(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -99,7 +103,7 @@ def read_csv(path: Path, columns: dict[str, object], header: list[str] | None = 
     try:
         table = pcsv.read_csv(
             path,
-            read_options=pcsv.ReadOptions(block_size=1 << 24, use_threads=True),
+            read_options=pcsv.ReadOptions(block_size=BLOCK_SIZE, use_threads=True),
             parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pcsv.ConvertOptions(
                 column_types=columns,
@@ -197,20 +201,20 @@ def _record(role: str, path: Path) -> dict:
 @dataclass
 class _Part:
     ids: object  # pyarrow string array: the part's image ids, first appearance order
-    image: np.ndarray  # int64 per kept row: index into ids
-    cls: np.ndarray  # int64 per kept row: selected class index
-    conf: np.ndarray  # float64 per kept row
+    image: np.ndarray  # int32 per kept row: index into ids
+    cls: np.ndarray  # int32 per kept row: selected class index
+    value: np.ndarray  # int8 per kept row: 1 verified present / -1 verified absent (human); 1 (machine, >= MIN_CONF)
     counts: dict
 
 
 def _encoded(table, name: str) -> tuple[object, np.ndarray]:
-    """(dictionary, int64 codes per row) of a dictionary-encoded column (chunks unified, first-appearance order)."""
+    """(dictionary, int32 codes per row) of a dictionary-encoded column (chunks unified, first-appearance order)."""
     import pyarrow as pa
 
     chunks = table.column(name).chunks
     if not chunks:
-        return pa.array([], pa.string()), np.zeros(0, np.int64)
-    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int64)
+        return pa.array([], pa.string()), np.zeros(0, np.int32)
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int32, copy=False)
     return chunks[0].dictionary, codes
 
 
@@ -221,11 +225,13 @@ def _bad_value(path: Path, what: str, dictionary, codes: np.ndarray, bad: np.nda
         raise PumlcError(f"{path}:{row + 2}: {what} {dictionary[int(codes[row])].as_py()!r}")
 
 
-def _read_labels(path: Path, classes: ClassSet, machine: bool, known_ids=None) -> _Part:
-    """One label file: ids of its images, and the (image, class, confidence) rows of the selected classes.
+def _read_labels(path: Path, classes: ClassSet, min_conf: float | None = None, known_ids=None) -> _Part:
+    """One label file (machine labels when `min_conf` is given): ids of its images, and the (image, class, value)
+    rows of the selected classes.
 
     The CSV parser dictionary-encodes ImageID, LabelName and Confidence (in parallel, as it parses), so ids, MIDs and
-    confidences are checked and mapped once per distinct value, then spread to the rows by their codes."""
+    confidences are checked and mapped once per distinct value, then spread to the rows by their int32 codes: the
+    rows cost 9 bytes each (image, class, value), whatever the length of the strings."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -238,62 +244,76 @@ def _read_labels(path: Path, classes: ClassSet, machine: bool, known_ids=None) -
     del table
     bad_id = pc.invert(pc.match_substring_regex(ids, IMAGE_ID)).to_numpy(zero_copy_only=False)
     _bad_value(path, "ImageID must be a plain file name, got", ids, image, bad_id)
-    if machine:
+    if min_conf is not None:
         ok = pc.match_substring_regex(confs, r"^(0(\.\d*)?|1(\.0*)?|\.\d+)$").to_numpy(zero_copy_only=False)
         _bad_value(path, "Confidence must be a number within [0, 1], got", confs, conf_code, ~ok)
     else:
         ok = pc.match_substring_regex(confs, r"^[01](\.0*)?$").to_numpy(zero_copy_only=False)
         _bad_value(path, "Confidence must be 0 or 1, got", confs, conf_code, ~ok)
-    conf = pc.cast(confs, pa.float64()).to_numpy(zero_copy_only=False)[conf_code] if len(confs) else np.zeros(0)
+    conf = pc.cast(confs, pa.float64()).to_numpy(zero_copy_only=False)
+    # value of each distinct confidence; machine: 0 below MIN_CONF (dropped below)
+    if min_conf is None:
+        conf_value = np.where(conf == 1.0, 1, -1).astype(np.int8)
+    else:
+        conf_value = (conf >= min_conf).astype(np.int8)
+    value = conf_value[conf_code]
+    del conf_code
     mid_index = pc.index_in(mids, value_set=classes.all_mids)
     descriptions = next(s for s in classes.sources if s["role"] == "class_descriptions")["path"]
     unknown = mid_index.is_null().to_numpy(zero_copy_only=False)
     _bad_value(path, f"LabelName not in {Path(descriptions).name}:", mids, mid_code, unknown)
-    # selected class of each MID of the descriptions (-1: not selected), then of each row
-    selected = np.full(len(classes.all_mids), -1, dtype=np.int64)
+    # selected class of each MID of the descriptions (-1: not selected), then of each distinct MID, then of each row
+    selected = np.full(len(classes.all_mids), -1, dtype=np.int32)
     chosen = pc.index_in(pa.array(classes.mids, pa.string()), value_set=classes.all_mids).to_numpy()
-    selected[chosen] = np.arange(len(classes.mids))
-    cls = selected[mid_index.fill_null(0).to_numpy()][mid_code] if len(mids) else np.zeros(0, np.int64)
+    selected[chosen] = np.arange(len(classes.mids), dtype=np.int32)
+    cls = selected[mid_index.fill_null(0).to_numpy(zero_copy_only=False)][mid_code]
+    del mid_code
     part_ids = ids
     if known_ids is not None:  # machine labels: only the images the human file lists
         part_ids = known_ids
-        image = pc.index_in(ids, value_set=known_ids).fill_null(-1).to_numpy().astype(np.int64)[image]
+        known = pc.index_in(ids, value_set=known_ids).fill_null(-1).to_numpy(zero_copy_only=False)
+        image = known.astype(np.int32)[image]
     keep = cls >= 0
-    counts = {"rows": len(image), "other_class_rows": int((~keep).sum())}
+    counts = {"rows": len(image), "other_class_rows": int(len(keep) - np.count_nonzero(keep))}
     if known_ids is not None:
         counts["rows_on_images_without_human_labels"] = int((keep & (image < 0)).sum())
         keep &= image >= 0
-    return _Part(part_ids, image[keep], cls[keep], conf[keep], counts)
+    if min_conf is not None:
+        keep &= value == 1
+    if not keep.all():
+        image, cls, value = image[keep], cls[keep], value[keep]
+    return _Part(part_ids, image, cls, value, counts)
 
 
-def _resolve(part: _Part, n_classes: int, min_conf: float | None) -> tuple[Entries, dict]:
-    """Sorted, duplicate-free entries of one part; conflicting verifications become unknown (dropped)."""
-    key = part.image * n_classes + part.cls
-    order = np.argsort(key, kind="stable")
-    key, conf = key[order], part.conf[order]
-    start = np.ones(len(key), dtype=bool)
-    start[1:] = key[1:] != key[:-1]
-    first = np.flatnonzero(start)
-    if min_conf is None:
-        low = np.minimum.reduceat(conf, first) if len(first) else conf[:0]
-        high = np.maximum.reduceat(conf, first) if len(first) else conf[:0]
-        conflict = low != high
-        value = np.where(high[~conflict] == 1.0, 1, -1).astype(np.int8)
-        counts = {
-            "duplicate_rows": int(len(key) - len(first)),
-            "conflicting_labels_to_unknown": int(conflict.sum()),
-        }
-        return _entries(key[first][~conflict], n_classes, value, value), counts
-    high = np.maximum.reduceat(conf, first) if len(first) else conf[:0]
-    keys = key[first][high >= min_conf]
-    ones = np.ones(len(keys), dtype=np.int8)
-    return _entries(keys, n_classes, ones * UNKNOWN, ones), {}
+def _resolve(part: _Part, n_classes: int, machine: bool) -> tuple[Entries, dict]:
+    """Sorted, duplicate-free entries of one part; conflicting verifications become unknown (dropped).
 
-
-def _entries(keys: np.ndarray, n_classes: int, truth: np.ndarray, observed: np.ndarray) -> Entries:
-    """Entries of sorted, unique keys image * n_classes + class."""
-    image, cls = np.divmod(keys, n_classes)
-    return Entries(image.astype(np.int32), cls.astype(np.int32), truth, observed)
+    Files as distributed list each image's labels together, in class order: then the rows are already the entries
+    (checked on one int64 key per row) and nothing is sorted or copied."""
+    image, cls, value = part.image, part.cls, part.value
+    key = image.astype(np.int64) * n_classes + cls
+    ordered = bool((key[1:] > key[:-1]).all())
+    duplicates = conflicts = 0
+    if not ordered:
+        if not (key[1:] >= key[:-1]).all():
+            order = np.argsort(key, kind="stable")
+            key, value = key[order], value[order]
+            del order
+        start = np.ones(len(key), dtype=bool)
+        start[1:] = key[1:] != key[:-1]
+        first = np.flatnonzero(start)
+        del start
+        duplicates = len(key) - len(first)
+        low, high = np.minimum.reduceat(value, first), np.maximum.reduceat(value, first)
+        agree = low == high
+        conflicts = len(agree) - int(np.count_nonzero(agree))
+        image_cls = np.divmod(key[first[agree]], n_classes)
+        image, cls, value = image_cls[0].astype(np.int32), image_cls[1].astype(np.int32), high[agree]
+    if machine:
+        ones = np.ones(len(image), dtype=np.int8)
+        return Entries(image, cls, ones * UNKNOWN, ones), {}
+    counts = {"duplicate_rows": int(duplicates), "conflicting_labels_to_unknown": int(conflicts)}
+    return Entries(image, cls, value, value.copy()), counts
 
 
 def read_openimages(root: Path, classes: str = "trainable", machine_min_conf: float | None = None) -> LabelTable:
@@ -324,13 +344,13 @@ def read_openimages(root: Path, classes: str = "trainable", machine_min_conf: fl
         ids_parts, entries_parts, part_names = [], [], []
         offset = 0
         for part, path in files:
-            human = _read_labels(path, cls, machine=False)
-            entries, counts = _resolve(human, c, None)
+            human = _read_labels(path, cls)
+            entries, counts = _resolve(human, c, machine=False)
             counts = {**human.counts, **counts, "images": len(human.ids)}
             machine_path = machine_files.get(part)
             if machine_path is not None:
-                machine = _read_labels(machine_path, cls, machine=True, known_ids=human.ids)
-                extra, _ = _resolve(machine, c, machine_min_conf)
+                machine = _read_labels(machine_path, cls, machine_min_conf, known_ids=human.ids)
+                extra, _ = _resolve(machine, c, machine=True)
                 entries, added, shadowed = _merge_machine(entries, extra, c)
                 counts.update(
                     {
@@ -345,19 +365,18 @@ def read_openimages(root: Path, classes: str = "trainable", machine_min_conf: fl
             info["counts"][part] = counts
             ids_parts.append(human.ids)
             part_names.append(part)
-            entries_parts.append(
-                Entries((entries.image + offset).astype(np.int32), entries.cls, entries.truth, entries.observed)
-            )
+            if offset:
+                entries = Entries(entries.image + np.int32(offset), entries.cls, entries.truth, entries.observed)
+            entries_parts.append(entries)
             offset += len(human.ids)
         sources = cls.sources + [
             {"role": role, "path": str(path), "sha256": digests[role].result()} for role, path in hashed
         ]
     _refuse_shared_images(root, ids_parts, part_names)
-    all_ids = pa.chunked_array(ids_parts).combine_chunks()
     sizes = [len(i) for i in ids_parts]
     part = np.repeat(np.array([PARTS[p] for p in part_names]), sizes)
-    folders = np.repeat(np.array(part_names, dtype=object), sizes)
-    images = _paths(folders, all_ids)
+    images = ImageList(pa.concat_arrays([_paths(name, ids) for name, ids in zip(part_names, ids_parts, strict=True)]))
+    del ids_parts
     entries = Entries(
         np.concatenate([e.image for e in entries_parts]),
         np.concatenate([e.cls for e in entries_parts]),
@@ -374,7 +393,7 @@ def read_openimages(root: Path, classes: str = "trainable", machine_min_conf: fl
     return LabelTable(
         classes=cls.names,
         images=images,
-        part=part.astype(str),
+        part=part,
         truth=None,
         empty=np.bincount(entries.image, minlength=len(images)) == 0,
         image_root=root,
@@ -399,13 +418,11 @@ def _refuse_shared_images(root: Path, ids_parts: list, part_names: list[str]) ->
                 raise PumlcError(f"{root}: image {dup!r} is in both the {part_names[j]} and {part_names[k]} labels")
 
 
-def _paths(folders: np.ndarray, ids) -> list[str]:
-    """`<folder>/<ImageID>.jpg` for every image (Arrow string kernels, one Python list at the end)."""
-    import pyarrow as pa
+def _paths(folder: str, ids):
+    """`<folder>/<ImageID>.jpg` for every id of one label file (one Arrow string kernel, no Python string per image)."""
     import pyarrow.compute as pc
 
-    prefixed = pc.binary_join_element_wise(pa.array(folders, pa.string()), ids, "/")
-    return pc.binary_join_element_wise(prefixed, pa.scalar(".jpg"), "").to_pylist()
+    return pc.binary_join_element_wise(f"{folder}/", ids, ".jpg", "")
 
 
 def _merge_machine(human: Entries, machine: Entries, n_classes: int) -> tuple[Entries, int, int]:
