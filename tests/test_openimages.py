@@ -241,6 +241,95 @@ def test_val_thresholds_on_the_val_entries(oi_run, oi_prepared, tmp_path):
     )
 
 
+def _rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_audit_scores_entries_and_top_k_unknowns(oi_run, oi_prepared, tmp_path, monkeypatch):
+    """No images x classes matrix (any dense view of this data is refused here), the missing suggestions are each
+    image's K best unknown classes, their scores do not depend on K, and wrong ones are observed positives."""
+    monkeypatch.setattr("pumlc_cli.data.entries.DENSE_LIMIT", 10)
+    run, _ = oi_run
+    prep = load_prepared(oi_prepared)
+    n_classes = len(prep.classes)
+    common = ("--device", "cpu", "--workers", "0", "--split", "all", "--floor", "0")
+    run_cli("audit", run, *common, "--top-unknown", "3", "--csv", tmp_path / "k3.csv", "--json", tmp_path / "k3.json")
+    run_cli("audit", run, *common, "--top-unknown", str(n_classes), "--csv", tmp_path / "all.csv")
+    with pytest.raises(Exception, match="too large to hold as a dense matrix"):
+        prep.split_data("train")  # the limit bites: the audit above took the entries path
+    doc = json.loads((tmp_path / "k3.json").read_text())
+    n_images = len(prep.split_entries("train")) + len(prep.split_entries("val"))
+    assert doc["n_images"] == n_images and "3 highest-scoring unknown" in doc["scored"]
+    assert sum(r["candidates"] for r in doc["per_class"]) <= 3 * n_images  # N·K scored unknowns, not N·C
+    stated = {}
+    for split in ("train", "val"):
+        part = prep.split_entries(split)
+        for r, c, o in zip(part.rows, part.classes, part.observed, strict=True):
+            stated[(part.images[r], prep.classes[c])] = int(o)
+    top, full = {}, {}
+    for rows, out in ((_rows(tmp_path / "k3.csv"), top), (_rows(tmp_path / "all.csv"), full)):
+        ranks = [int(r["rank"]) for r in rows if r["kind"] == "missing"]
+        assert ranks == list(range(1, len(ranks) + 1))
+        for r in rows:
+            key = (r["image"], r["class"])
+            if r["kind"] == "wrong":
+                assert stated[key] == 1 and r["observed"] == "1"
+                continue
+            assert stated.get(key, 0) == 0 and r["observed"] == "0"  # never a stated label
+            out.setdefault(r["image"], {})[r["class"]] = (float(r["score"]), float(r["prob"]))
+    assert top and any(len(v) > 3 for v in full.values())
+    for image, chosen in top.items():
+        assert len(chosen) <= 3
+        for name, value in chosen.items():
+            assert full[image][name] == value  # calibrated on the stated labels only: K changes no score
+        rest = [p for name, (_, p) in full[image].items() if name not in chosen]
+        assert max(rest, default=0.0) <= min(p for _, p in chosen.values())
+
+
+def test_audit_truth_check_and_relabel_on_open_images(oi, oi_run, tmp_path):
+    """Verified positives hidden by --missing are found among the unknowns and checked against the truth; relabel
+    writes the accepted ones into the sparse store (new entries of unknown truth, observed positive)."""
+    run, _ = oi_run
+    data = tmp_path / "hidden"
+    run_cli("prepare", "openimages", "--root", oi.root, "--out", data, "--missing", "0.5", "--seed", "1")
+    prep = load_prepared(data)
+    train = prep.split_entries("train")
+    hidden = int(((train.truth == 1) & (train.observed == 0)).sum())
+    assert hidden
+    audit_csv, report = tmp_path / "a.csv", tmp_path / "a.json"
+    common = ("--device", "cpu", "--workers", "0", "--floor", "0", "--top-unknown", "4")
+    run_cli("audit", run, "--data", data, *common, "--csv", audit_csv, "--json", report)
+    truth = json.loads(report.read_text())["truth"]
+    assert truth["missing"]["relevant"] == hidden
+    is_hidden = {
+        (train.images[i], prep.classes[c])
+        for i, c, t, o in zip(train.rows, train.classes, train.truth, train.observed, strict=True)
+        if t == 1 and o == 0
+    }
+    hits = sum((r["image"], r["class"]) in is_hidden for r in _rows(audit_csv) if r["kind"] == "missing")
+    # every listed hit counts in the recall; a class without observed positives cannot be calibrated, so its scored
+    # hidden positives count there but are not listed
+    uncalibrated = {
+        r["class"] for r in json.loads(report.read_text())["per_class"] if r["est_missing_positives"] is None
+    }
+    unlisted = sum(name in uncalibrated for _, name in is_hidden)
+    assert 0 < hits <= round(truth["missing"]["at"]["1000"]["recall"] * hidden) <= hits + unlisted
+    with pytest.raises(AssertionError, match="--label-frequency"):
+        run_cli("audit", run, "--data", data, *common, "--label-frequency", "0.5")
+    out = tmp_path / "relabelled"
+    run_cli("relabel", data, "--from", audit_csv, "--out", out, "--accept-top", "6", "--kind", "all", "--force")
+    new = load_prepared(out)
+    rule = ("absent_truth", "absent_observed")
+    assert [new.manifest["labels"][k] for k in rule] == [prep.manifest["labels"][k] for k in rule]
+    accepted = [r for r in _rows(audit_csv) if int(r["rank"]) <= 6]
+    index = {(img, "train"): i for i, img in enumerate(new.images_table.column("image").to_pylist())}
+    rows = np.array([index[(r["image"], r["split"])] for r in accepted])
+    cols = np.array([new.classes.index(r["class"]) for r in accepted])
+    expect = np.array([1 if r["kind"] == "missing" else 0 for r in accepted])
+    np.testing.assert_array_equal(new.observed_at(rows, cols), expect)
+    np.testing.assert_array_equal(new.split_entries("test").observed, prep.split_entries("test").observed)
+
+
 def test_train_eval_audit_on_open_images(oi_prepared, tmp_path, one_thread):
     run = tmp_path / "run"
     done = run_cli(*train_args(oi_prepared, run, epochs=1), "--max-steps", "1", "--batch-size", "8")

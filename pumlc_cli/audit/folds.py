@@ -61,6 +61,40 @@ def score_images(payload: dict[str, Any], image_root: Path, images: list[str], i
         return predict_probs(model, shown, info, opts.amp, bool(cfg.get("channels_last", True)), n_classes)
 
 
+@dataclass(frozen=True)
+class EntryScores:
+    """Scores of data kept as entries: at each stated label, and each image's K best unknown classes."""
+
+    entry: np.ndarray  # [E] at the label entries
+    top_classes: np.ndarray  # int64 [n, K]
+    top_scores: np.ndarray  # [n, K]; -1 where an image has fewer than K unknown classes
+
+
+def score_entry_images(
+    payload: dict[str, Any],
+    image_root: Path,
+    images: list[str],
+    entries: tuple[np.ndarray, np.ndarray, np.ndarray],
+    k: int,
+    info: Any,
+    opts: ScoreOptions,
+) -> EntryScores:
+    """`score_images` for entry data: the scores at the entries (CSR `indptr`, `classes`, and `skip`: the entries
+    kept out of the top K) and the K highest other classes of each image; memory E + n·K, never n x C."""
+    from pumlc_cli.evaluate.evaluation import model_from_checkpoint, selected_weights
+    from pumlc_cli.evaluate.inference import eval_dataset, predict_entries_and_top, shard_loader
+
+    cfg = payload["config"]
+    loader = shard_loader(
+        eval_dataset(image_root, images, None, int(cfg["image_size"])), info, opts.batch_size, opts.workers
+    )
+    model = model_from_checkpoint(payload, selected_weights(payload), info.device)
+    k = min(k, len(payload["classes"]))
+    with _progress(loader, info, opts.show_progress) as shown:
+        channels_last = bool(cfg.get("channels_last", True))
+        return EntryScores(*predict_entries_and_top(model, shown, info, opts.amp, channels_last, entries, k))
+
+
 class _Counted:
     """A loader that advances a progress bar; keeps `.dataset` for the coverage check of `predict_probs`."""
 
@@ -108,7 +142,7 @@ class FoldPlan:
 
 def plan_folds(prepared: Any, root: Path, folds: int, seed: int) -> FoldPlan:
     """The fold assignment; a folder made for another data/folds/seed is refused (it would mix models)."""
-    train = prepared.split_data("train")
+    train = prepared.split_entries("train")  # the image count only: no dense labels
     plan = FoldPlan(Path(root), folds, seed, assign_folds(len(train), folds, seed))
     record = {"folds": folds, "seed": seed, "data": str(prepared.path), "manifest_sha256": prepared.manifest_hash}
     marker = plan.root / FOLDS_FILE
@@ -205,3 +239,40 @@ def score_folds(prepared: Any, plan: FoldPlan, info: Any, opts: ScoreOptions) ->
         rows = np.flatnonzero(plan.assignment == k)
         probs[rows] = score_images(payload, prepared.image_root, [train.images[i] for i in rows], info, opts)
     return probs
+
+
+def score_entry_folds(
+    prepared: Any,
+    plan: FoldPlan,
+    entries: tuple[np.ndarray, np.ndarray, np.ndarray],
+    k: int,
+    info: Any,
+    opts: ScoreOptions,
+) -> EntryScores:
+    """`score_folds` for entry data: every training row's entry and top-K scores from the fold model that did not
+    train on it (`entries` as in `score_entry_images`, over the training split)."""
+    from pumlc_cli.data.datasets import entry_positions
+    from pumlc_cli.runtime.checkpoint import check_classes, load_checkpoint
+
+    indptr, classes, skip = entries
+    train = prepared.split_entries("train")
+    k = min(k, len(prepared.classes))
+    out = EntryScores(
+        np.full(len(classes), np.nan), np.zeros((len(train), k), np.int64), np.full((len(train), k), -1.0)
+    )
+    for fold in range(plan.folds):
+        ckpt = plan.run(fold) / "best.pt"
+        if not fold_finished(plan.run(fold)):
+            raise PumlcError(
+                f"{plan.run(fold)}: fold {fold} is not trained (run `pumlc audit --folds` without torchrun)"
+            )
+        payload = load_checkpoint(ckpt)
+        check_classes(payload, list(prepared.classes), ckpt, prepared.path)
+        rows = np.flatnonzero(plan.assignment == fold)
+        _, pick = entry_positions(indptr, rows)
+        sub = np.concatenate([[0], np.cumsum(indptr[rows + 1] - indptr[rows])])
+        images = [train.images[i] for i in rows]
+        got = score_entry_images(payload, prepared.image_root, images, (sub, classes[pick], skip[pick]), k, info, opts)
+        out.entry[pick] = got.entry
+        out.top_classes[rows], out.top_scores[rows] = got.top_classes, got.top_scores
+    return out

@@ -163,14 +163,21 @@ def plan_change(prepared, audit_csv: Path, sel: Selection) -> Change:
     if sel.accept_top is None and sel.min_score is None:
         raise PumlcError("pass --accept-top K or --min-score S (which suggestions to accept)")
     accepted = select(read_suggestions(audit_csv, prepared), sel, list(prepared.classes))
-    parts = [prepared.split_data(name) for name in ("train", "val")]
+    parts = [prepared.split_entries(name) for name in ("train", "val")]
     return Change(
         accepted,
         added=sum(s.kind == "missing" for s in accepted),
         removed=sum(s.kind == "wrong" for s in accepted),
-        observed_positives=int(sum((part.observed == 1).sum() for part in parts)),
+        observed_positives=sum(_observed_positives(part) for part in parts),
         images=sum(len(part) for part in parts),
     )
+
+
+def _observed_positives(part) -> int:
+    """A split's observed positives counted on its entries (absent ones by the split's rule): no images x classes
+    matrix, so relabel works on Open Images too."""
+    absent = len(part) * part.num_classes - len(part.classes)
+    return int((part.observed == 1).sum()) + (absent if part.absent_observed == 1 else 0)
 
 
 def relabel(

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from pumlc_cli.audit.scores import KINDS, Audit, truth_report
+from pumlc_cli.audit.entries import EntryAudit
+from pumlc_cli.audit.scores import KINDS, Audit
 
 CSV_COLUMNS = ("kind", "rank", "image", "split", "class", "score", "prob", "observed")
 IMAGE_WIDTH = 32
@@ -18,14 +19,17 @@ MANY_CLASSES = 100  # above this, the per-class table shows the SHOWN_CLASSES wi
 SHOWN_CLASSES = 20  # image paths in the tables keep their end (the file name) so rows fit 80 columns
 
 
-def suggestions(audit: Audit, images: list[str], splits: list[str], classes: list[str], floor: float) -> list[dict]:
+def suggestions(
+    audit: Audit | EntryAudit, images: list[str], splits: list[str], classes: list[str], floor: float
+) -> list[dict]:
     """Every suspected entry with score ≥ `floor`, missing positives first, each kind ranked 1, 2, 3, … as listed."""
     out: list[dict] = []
     for kind in KINDS:
-        rows, cols = audit.ranking(kind)
+        rows, cols, scores, probs, observed = audit.ranked(kind)
         listed = 0
-        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
-            score = float(audit.suspicion[i, j])
+        for i, j, score, prob, obs in zip(
+            rows.tolist(), cols.tolist(), scores.tolist(), probs.tolist(), observed.tolist(), strict=True
+        ):
             if not score >= floor:  # NaN (class without observed positives) is never listed
                 continue
             listed += 1
@@ -37,24 +41,25 @@ def suggestions(audit: Audit, images: list[str], splits: list[str], classes: lis
                     "split": splits[i],
                     "class": classes[j],
                     "score": round(score, 6),
-                    "prob": round(float(audit.probs[i, j]), 6),
-                    "observed": int(audit.observed[i, j]),
+                    "prob": round(prob, 6),
+                    "observed": int(obs),
                 }
             )
     return out
 
 
 def build_report(
-    audit: Audit,
+    audit: Audit | EntryAudit,
     images: list[str],
     splits: list[str],
     classes: list[str],
-    truth: np.ndarray | None,
+    truth: dict | None,
     *,
     floor: float,
     source: dict[str, Any],
 ) -> dict[str, Any]:
-    """The JSON document: where the scores came from, per-class estimates, suggestions, and the truth check."""
+    """The JSON document: where the scores came from, per-class estimates, suggestions, and the truth check
+    (`truth_report`'s, or None without a truth that differs from the observed labels)."""
     per_class = []
     for name, est in zip(classes, audit.classes, strict=True):
         per_class.append(
@@ -79,7 +84,7 @@ def build_report(
         "truth": None,
     }
     if truth is not None:
-        report["truth"] = _clean(truth_report(audit, truth, classes))
+        report["truth"] = _clean(truth)
     return report
 
 
@@ -113,6 +118,7 @@ def render(report: dict[str, Any], top: int, stderr: bool = False) -> None:
     truth = report["truth"]
     true_rates = {r["class"]: r["true_missing_rate"] for r in truth["per_class"]} if truth else {}
     rows = report["per_class"]
+    entries = "scored" in report  # entry data (Open Images): see pumlc_cli.audit.entries
     if len(rows) > MANY_CLASSES:  # thousands of classes (Open Images): the ones with most estimated missing labels
         rows = sorted(rows, key=lambda r: -(r["est_missing_positives"] or 0))[:SHOWN_CLASSES]
     per_class = Table(
@@ -124,19 +130,27 @@ def render(report: dict[str, Any], top: int, stderr: bool = False) -> None:
         )
         + ")",
         header_style="bold",
-        caption="c: share of the true positives observed positive (the label frequency the scores assume). "
-        "Estimated: true+; missing+, true positives not observed positive (hidden positives and false "
-        "negatives); missing = missing+ / true+; wrong: share of the observed positives that are false positives"
+        caption=(
+            ""
+            if entries
+            else "c: share of the true positives observed positive (the label frequency the scores assume). "
+        )
+        + "Estimated: true+; missing+, true positives not observed positive (hidden positives and false "
+        "negatives"
+        + ("; summed over each image's top unknown classes" if entries else "")
+        + "); missing = missing+ / true+; wrong: share of the observed positives that are false positives"
         + ("; true missing: from the truth the corruption kept" if truth else ""),
     )
     cols = ["class", "obs+", "c", "true+", "missing+", "missing", "wrong"] + (["true missing"] if truth else [])
+    if entries:  # entry data: calibrated on the stated labels, no label frequency
+        cols.remove("c")
     for col in cols:
         per_class.add_column(col, justify="left" if col == "class" else "right", no_wrap=col == "class")
     for r in rows:
         cells = [
             r["class"],
             str(r["observed_positives"]),
-            _f(r["label_frequency"], 2),
+            *([] if entries else [_f(r["label_frequency"], 2)]),
             _f(r["est_true_positives"], 0),
             _f(r["est_missing_positives"], 0),
             _pct(r["est_missing_rate"]),

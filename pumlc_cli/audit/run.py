@@ -44,6 +44,7 @@ class AuditOptions:
     gpus: int
     nproc: int
     label_frequency: float | None = None
+    top_unknown: int = 10  # entry data: unknown classes scored per image
     force: bool = False
     # the command line that repeats these options under torchrun (which then adds the resolved --device)
     argv: tuple[str, ...] = ()
@@ -107,35 +108,30 @@ def _check_outputs(opts: AuditOptions, inputs: list) -> dict[str, Path | None]:
 def _score_and_report(
     opts: AuditOptions, outputs: dict[str, Path | None], ckpt: Path, payload: dict, prepared, plan, kind: str
 ) -> None:
-    import numpy as np
     import torch
 
-    from pumlc_cli.audit.folds import ScoreOptions, score_folds, score_images
+    from pumlc_cli.audit.folds import ScoreOptions
     from pumlc_cli.audit.report import build_report, csv_text, plot_audit, render
-    from pumlc_cli.audit.scores import audit_scores
     from pumlc_cli.evaluate.evaluation import selected_weights
     from pumlc_cli.runtime import dist
     from pumlc_cli.textout import write_text
 
-    parts = [(name, prepared.split_data(name)) for name in AUDITED[opts.split]]
-    images = [img for _, part in parts for img in part.images]
-    if not images:
-        raise PumlcError(f"{prepared.path}: split {opts.split!r} has no images")
-    splits = [name for name, part in parts for _ in part.images]
-    observed = np.concatenate([part.observed for _, part in parts])
-    truth = np.concatenate([part.truth for _, part in parts])
+    entry_data = prepared.absent_truth == 0  # unstated labels unknown (Open Images): scores at entries only
+    if entry_data and opts.label_frequency is not None:
+        raise PumlcError(
+            f"--label-frequency: {prepared.path} states its labels as entries (unstated ones unknown); its audit "
+            "scores are calibrated on the stated labels and use no label frequency"
+        )
     info = dist.setup(kind)
     try:
         amp = "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "none"
         score_opts = ScoreOptions(opts.batch_size, opts.workers, amp, show_progress=not is_stdout(opts.json_file))
-        if plan is not None:
-            probs = score_folds(prepared, plan, info, score_opts)
-        else:
-            probs = score_images(payload, prepared.image_root, images, info, score_opts)
+        audited = (_entry_audit if entry_data else _dense_audit)(opts, payload, prepared, plan, info, score_opts)
     finally:
         dist.teardown(info)
-    if not info.is_main:
+    if audited is None:  # not the main rank
         return
+    result, images, splits, truth = audited
     source = {
         "checkpoint": str(ckpt),
         "data": str(prepared.path),
@@ -145,12 +141,12 @@ def _score_and_report(
         "folds_dir": str(plan.root) if plan else None,
     }
     source["in_sample"] = plan is None and opts.split in ("train", "all")
-    source["label_frequency"] = "given" if opts.label_frequency is not None else "estimated"
-    differs = not np.array_equal(truth, observed)
-    result = audit_scores(probs, observed, opts.label_frequency)
-    report = build_report(
-        result, images, splits, list(prepared.classes), truth if differs else None, floor=opts.floor, source=source
-    )
+    if entry_data:
+        source["label_frequency"] = "not used: calibrated on the stated labels"
+        source["scored"] = f"stated labels and each image's {opts.top_unknown} highest-scoring unknown classes"
+    else:
+        source["label_frequency"] = "given" if opts.label_frequency is not None else "estimated"
+    report = build_report(result, images, splits, list(prepared.classes), truth, floor=opts.floor, source=source)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
     if is_stdout(opts.json_file):
         sys.stdout.write(text)
@@ -169,6 +165,69 @@ def _score_and_report(
         write_text(outputs["--csv"] or "-", csv_text(report["suggestions"]))
     if outputs["--plot"]:
         plot_audit(outputs["--plot"], report)
+
+
+def _dense_audit(opts: AuditOptions, payload: dict, prepared, plan, info, score_opts) -> tuple | None:
+    """Scores of every (image, class) of the audited split(s) and the audit on them: (audit, images, splits,
+    truth check); None on the ranks other than the main one."""
+    import numpy as np
+
+    from pumlc_cli.audit.folds import score_folds, score_images
+    from pumlc_cli.audit.scores import audit_scores, truth_report
+
+    parts = [(name, prepared.split_data(name)) for name in AUDITED[opts.split]]
+    images = [img for _, part in parts for img in part.images]
+    if not images:
+        raise PumlcError(f"{prepared.path}: split {opts.split!r} has no images")
+    splits = [name for name, part in parts for _ in part.images]
+    observed = np.concatenate([part.observed for _, part in parts])
+    truth = np.concatenate([part.truth for _, part in parts])
+    if plan is not None:
+        probs = score_folds(prepared, plan, info, score_opts)
+    else:
+        probs = score_images(payload, prepared.image_root, images, info, score_opts)
+    if not info.is_main:
+        return None
+    result = audit_scores(probs, observed, opts.label_frequency)
+    differs = not np.array_equal(truth, observed)
+    return result, images, splits, truth_report(result, truth, list(prepared.classes)) if differs else None
+
+
+def _entry_audit(opts: AuditOptions, payload: dict, prepared, plan, info, score_opts) -> tuple | None:
+    """`_dense_audit` for entry data (see `pumlc_cli.audit.entries`): scores at the stated labels and each image's
+    `--top-unknown` best unknown classes, never an images x classes matrix."""
+    import numpy as np
+
+    from pumlc_cli.audit.entries import entry_audit, entry_truth_report
+    from pumlc_cli.audit.folds import score_entry_folds, score_entry_images
+    from pumlc_cli.data.entries import Entries, lookup
+
+    names = AUDITED[opts.split]
+    parts = [prepared.split_entries(name) for name in names]
+    images = [img for part in parts for img in part.images]
+    if not images:
+        raise PumlcError(f"{prepared.path}: split {opts.split!r} has no images")
+    splits = [name for name, part in zip(names, parts, strict=True) for _ in part.images]
+    offsets = np.cumsum([0] + [int(part.indptr[-1]) for part in parts[:-1]])
+    indptr = np.concatenate([[0]] + [part.indptr[1:] + off for part, off in zip(parts, offsets, strict=True)])
+    classes = np.concatenate([part.classes for part in parts])
+    truth = np.concatenate([part.truth for part in parts])
+    observed = np.concatenate([part.observed for part in parts])
+    entries = (indptr, classes, observed != 0)  # stated labels stay out of the top K
+    if plan is not None:
+        scored = score_entry_folds(prepared, plan, entries, opts.top_unknown, info, score_opts)
+    else:
+        scored = score_entry_images(payload, prepared.image_root, images, entries, opts.top_unknown, info, score_opts)
+    if not info.is_main:
+        return None
+    rows = np.repeat(np.arange(len(images), dtype=np.int64), np.diff(indptr))
+    n_classes = len(prepared.classes)
+    result = entry_audit((rows, classes, observed, scored.entry), (scored.top_classes, scored.top_scores), n_classes)
+    # the truth of each scored entry: a stored entry's own, else the absent truth (unknown)
+    pos = lookup(Entries(rows, classes, truth, observed), n_classes, result.rows, result.cols)
+    truth_at = np.where(pos >= 0, truth[np.maximum(pos, 0)] if len(truth) else 0, prepared.absent_truth)
+    check = entry_truth_report(result, truth_at, (classes, truth, observed), list(prepared.classes))
+    return result, images, splits, check
 
 
 def _relaunch(procs: int, opts: AuditOptions, kind: str) -> int:

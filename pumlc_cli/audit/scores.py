@@ -223,6 +223,12 @@ class Audit:
         order = np.lexsort((cols, rows, -tie, -sus))
         return rows[order], cols[order]
 
+    def ranked(self, kind: str) -> tuple[np.ndarray, ...]:
+        """(rows, cols, suspicion, probs, observed) of the suspected entries of `kind`, in rank order (what the
+        report lists; `pumlc_cli.audit.entries.EntryAudit` answers the same for entry data)."""
+        rows, cols = self.ranking(kind)
+        return rows, cols, self.suspicion[rows, cols], self.probs[rows, cols], self.observed[rows, cols]
+
 
 def audit_scores(
     probs: np.ndarray, observed: np.ndarray, label_frequency: float | None = None, min_tail: float = MIN_TAIL

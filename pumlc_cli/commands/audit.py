@@ -51,6 +51,14 @@ def audit(
             min=0.01, max=1.0, help="Share of true positives that are observed positive, if known (else estimated)."
         ),
     ] = None,
+    top_unknown: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Data whose unstated labels are unknown (Open Images): score each image's K highest-scoring unknown "
+            "classes as suspected missing positives (memory N·K, not N x classes).",
+        ),
+    ] = 10,
     force: Annotated[bool, typer.Option("--force", help="Replace existing --csv/--json/--plot files.")] = False,
 ) -> None:
     """Rank suspected missing positives (unknown/negative, high score) and wrong positives (positive, low score)."""

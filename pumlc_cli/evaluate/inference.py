@@ -145,6 +145,70 @@ def predict_entry_scores(
     return scores.double().numpy(), kth.double().numpy()
 
 
+@torch.no_grad()
+def predict_entries_and_top(
+    model: nn.Module,
+    loader: DataLoader,
+    info: DistInfo,
+    amp: str,
+    channels_last: bool,
+    entries: tuple[np.ndarray, np.ndarray, np.ndarray],
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores at the label entries (`entries` = CSR `indptr`, `classes`, and `skip`: entries left out of the top
+    k) and each image's `k` highest-scoring other classes, on every rank: (entry scores [E], top classes int64
+    [n, k], top scores [n, k]; a score of -1 where an image has fewer than k other classes; k at most the number
+    of classes). Each batch's [B, C]
+    scores are dropped after the gather: memory grows with E + n·k, never with images x classes."""
+    indptr, classes, skip = entries
+    was_training = model.training
+    model.eval()
+    pos_parts, score_parts, idx_parts, top_cls, top_val = [], [], [], [], []
+    batches = iter(loader)
+    try:
+        for images, _, indices in batches:
+            images = images.to(info.device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_context(info.device, amp):
+                logits = model(images)
+            probs = torch.sigmoid(logits.float())
+            local, pos = entry_positions(indptr, indices.numpy())
+            at_rows, at_cols = torch.from_numpy(local).to(probs.device), torch.from_numpy(classes[pos]).to(probs.device)
+            score_parts.append(probs[at_rows, at_cols].cpu())
+            pos_parts.append(torch.from_numpy(pos))
+            left_out = torch.from_numpy(skip[pos]).to(probs.device)
+            probs[at_rows[left_out], at_cols[left_out]] = -1.0  # below every sigmoid: never among the top k
+            top = probs.topk(min(k, probs.shape[1]), dim=1)
+            top_val.append(top.values.cpu())
+            top_cls.append(top.indices.cpu())
+            idx_parts.append(indices)
+    finally:
+        if batches is not getattr(loader, "_iterator", None):
+            shut_down_workers(batches)
+    model.train(was_training)
+    empty_long = torch.zeros(0, dtype=torch.long)
+    all_pos, scores = gather_rows(
+        torch.cat(pos_parts) if pos_parts else empty_long,
+        torch.cat(score_parts) if score_parts else torch.zeros(0),
+        info,
+    )
+    all_idx, values = gather_rows(
+        torch.cat(idx_parts) if idx_parts else empty_long, torch.cat(top_val) if top_val else torch.zeros(0, k), info
+    )
+    _, top_classes = gather_rows(
+        torch.cat(idx_parts) if idx_parts else empty_long,
+        torch.cat(top_cls) if top_cls else torch.zeros(0, k, dtype=torch.long),
+        info,
+    )
+    n, e = len(loader.dataset), int(indptr[-1])
+    if not torch.equal(all_idx, torch.arange(n)) or not torch.equal(all_pos, torch.arange(e)):
+        raise RuntimeError(
+            f"sharded inference covered {all_idx.numel()} of {n} images, {all_pos.numel()} of {e} entries"
+        )
+    return scores.double().numpy(), top_classes.numpy(), values.double().numpy()
+
+
 def eval_dataset(root, images, targets, image_size: int) -> LabelledImages:
     """A dataset with the deterministic evaluation transform."""
     return LabelledImages(root, images, targets, EvalTransform(image_size))
