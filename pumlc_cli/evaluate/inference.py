@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -92,6 +93,50 @@ def close_loader(loader: DataLoader) -> None:
         loader._iterator = None
 
 
+def _batch_scores(
+    model: nn.Module, loader: DataLoader, info: DistInfo, amp: str, channels_last: bool
+) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """(sigmoid scores [B, C] on the device, dataset rows) of every batch of the loader, in eval mode."""
+    was_training = model.training
+    model.eval()
+    batches = iter(loader)
+    try:
+        for images, _, indices in batches:
+            images = images.to(info.device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad(), autocast_context(info.device, amp):
+                logits = model(images)
+            yield torch.sigmoid(logits.float()), indices.numpy()
+    finally:
+        if batches is not getattr(loader, "_iterator", None):  # a persistent loader keeps its workers for the next pass
+            shut_down_workers(batches)
+        model.train(was_training)
+
+
+def _gather_filled(
+    info: DistInfo, indptr: np.ndarray, seen: np.ndarray, per_entry: list[np.ndarray], per_image: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The arrays this rank filled at the rows it `seen` (and at their entries), gathered from every rank; checks
+    that the ranks covered every image and entry exactly once."""
+    rows = np.flatnonzero(seen)
+    _, pos = entry_positions(indptr, rows)
+    n, e = len(seen), int(indptr[-1])
+    entry_out, image_out = [], []
+    all_pos, all_idx = torch.arange(e), torch.arange(n)
+    for values in per_entry:
+        all_pos, got = gather_rows(torch.from_numpy(pos), torch.from_numpy(values[pos]), info)
+        entry_out.append(got.numpy())
+    for values in per_image:
+        all_idx, got = gather_rows(torch.from_numpy(rows), torch.from_numpy(values[rows]), info)
+        image_out.append(got.numpy())
+    if not torch.equal(all_idx, torch.arange(n)) or not torch.equal(all_pos, torch.arange(e)):
+        raise RuntimeError(
+            f"sharded inference covered {all_idx.numel()} of {n} images, {all_pos.numel()} of {e} entries"
+        )
+    return entry_out, image_out
+
+
 @torch.no_grad()
 def predict_entry_scores(
     model: nn.Module,
@@ -105,44 +150,19 @@ def predict_entry_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid scores at the label entries of every image (CSR `indptr`/`classes` over the loader's dataset) and
     each image's k-th highest score, on every rank; each batch's [B, C] scores are gathered at its entries and
-    dropped, so memory grows with the entries, never with images x classes."""
-    was_training = model.training
-    model.eval()
-    pos_parts, score_parts, idx_parts, kth_parts = [], [], [], []
-    batches = iter(loader)
-    try:
-        for images, _, indices in batches:
-            images = images.to(info.device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_context(info.device, amp):
-                logits = model(images)
-            probs = torch.sigmoid(logits.float())
-            local, pos = entry_positions(indptr, indices.numpy())
-            at = probs[torch.from_numpy(local).to(probs.device), torch.from_numpy(classes[pos]).to(probs.device)]
-            pos_parts.append(torch.from_numpy(pos))
-            score_parts.append(at.cpu())
-            kth_parts.append(probs.topk(min(top_k, probs.shape[1]), dim=1).values[:, -1].cpu())
-            idx_parts.append(indices)
-    finally:
-        if batches is not getattr(loader, "_iterator", None):  # a persistent loader keeps its workers for the next pass
-            shut_down_workers(batches)
-    model.train(was_training)
-    empty_long = torch.zeros(0, dtype=torch.long)
-    all_pos, scores = gather_rows(
-        torch.cat(pos_parts) if pos_parts else empty_long,
-        torch.cat(score_parts) if score_parts else torch.zeros(0),
-        info,
-    )
-    all_idx, kth = gather_rows(
-        torch.cat(idx_parts) if idx_parts else empty_long, torch.cat(kth_parts) if kth_parts else torch.zeros(0), info
-    )
+    dropped, so memory grows with the entries, never with images x classes. The outputs are allocated once and
+    filled in place: a list of small per-batch parts left between the freed [B, C] blocks fragmented the heap
+    (RSS grew by about one [B, C] block per batch)."""
     n, e = len(loader.dataset), int(indptr[-1])
-    if not torch.equal(all_idx, torch.arange(n)) or not torch.equal(all_pos, torch.arange(e)):
-        raise RuntimeError(
-            f"sharded inference covered {all_idx.numel()} of {n} images, {all_pos.numel()} of {e} entries"
-        )
-    return scores.double().numpy(), kth.double().numpy()
+    scores, kth, seen = np.zeros(e), np.zeros(n), np.zeros(n, dtype=bool)
+    for probs, rows in _batch_scores(model, loader, info, amp, channels_last):
+        local, pos = entry_positions(indptr, rows)
+        at = probs[torch.from_numpy(local).to(probs.device), torch.from_numpy(classes[pos]).to(probs.device)]
+        scores[pos] = at.cpu().numpy()
+        kth[rows] = probs.topk(min(top_k, probs.shape[1]), dim=1).values[:, -1].cpu().numpy()
+        seen[rows] = True
+    (scores,), (kth,) = _gather_filled(info, indptr, seen, [scores], [kth])
+    return scores, kth
 
 
 @torch.no_grad()
@@ -158,55 +178,23 @@ def predict_entries_and_top(
     """Scores at the label entries (`entries` = CSR `indptr`, `classes`, and `skip`: entries left out of the top
     k) and each image's `k` highest-scoring other classes, on every rank: (entry scores [E], top classes int64
     [n, k], top scores [n, k]; a score of -1 where an image has fewer than k other classes; k at most the number
-    of classes). Each batch's [B, C]
-    scores are dropped after the gather: memory grows with E + n·k, never with images x classes."""
+    of classes). Each batch's [B, C] scores are dropped after the gather, and the outputs are filled in place (see
+    `predict_entry_scores`): memory grows with E + n·k, never with images x classes."""
     indptr, classes, skip = entries
-    was_training = model.training
-    model.eval()
-    pos_parts, score_parts, idx_parts, top_cls, top_val = [], [], [], [], []
-    batches = iter(loader)
-    try:
-        for images, _, indices in batches:
-            images = images.to(info.device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_context(info.device, amp):
-                logits = model(images)
-            probs = torch.sigmoid(logits.float())
-            local, pos = entry_positions(indptr, indices.numpy())
-            at_rows, at_cols = torch.from_numpy(local).to(probs.device), torch.from_numpy(classes[pos]).to(probs.device)
-            score_parts.append(probs[at_rows, at_cols].cpu())
-            pos_parts.append(torch.from_numpy(pos))
-            left_out = torch.from_numpy(skip[pos]).to(probs.device)
-            probs[at_rows[left_out], at_cols[left_out]] = -1.0  # below every sigmoid: never among the top k
-            top = probs.topk(min(k, probs.shape[1]), dim=1)
-            top_val.append(top.values.cpu())
-            top_cls.append(top.indices.cpu())
-            idx_parts.append(indices)
-    finally:
-        if batches is not getattr(loader, "_iterator", None):
-            shut_down_workers(batches)
-    model.train(was_training)
-    empty_long = torch.zeros(0, dtype=torch.long)
-    all_pos, scores = gather_rows(
-        torch.cat(pos_parts) if pos_parts else empty_long,
-        torch.cat(score_parts) if score_parts else torch.zeros(0),
-        info,
-    )
-    all_idx, values = gather_rows(
-        torch.cat(idx_parts) if idx_parts else empty_long, torch.cat(top_val) if top_val else torch.zeros(0, k), info
-    )
-    _, top_classes = gather_rows(
-        torch.cat(idx_parts) if idx_parts else empty_long,
-        torch.cat(top_cls) if top_cls else torch.zeros(0, k, dtype=torch.long),
-        info,
-    )
     n, e = len(loader.dataset), int(indptr[-1])
-    if not torch.equal(all_idx, torch.arange(n)) or not torch.equal(all_pos, torch.arange(e)):
-        raise RuntimeError(
-            f"sharded inference covered {all_idx.numel()} of {n} images, {all_pos.numel()} of {e} entries"
-        )
-    return scores.double().numpy(), top_classes.numpy(), values.double().numpy()
+    scores, seen = np.zeros(e), np.zeros(n, dtype=bool)
+    top_classes, top_scores = np.zeros((n, k), dtype=np.int64), np.full((n, k), -1.0)
+    for probs, rows in _batch_scores(model, loader, info, amp, channels_last):
+        local, pos = entry_positions(indptr, rows)
+        at_rows, at_cols = torch.from_numpy(local).to(probs.device), torch.from_numpy(classes[pos]).to(probs.device)
+        scores[pos] = probs[at_rows, at_cols].cpu().numpy()
+        left_out = torch.from_numpy(skip[pos]).to(probs.device)
+        probs[at_rows[left_out], at_cols[left_out]] = -1.0  # below every sigmoid: never among the top k
+        top = probs.topk(k, dim=1)
+        top_scores[rows], top_classes[rows] = top.values.cpu().numpy(), top.indices.cpu().numpy()
+        seen[rows] = True
+    (scores,), (top_classes, top_scores) = _gather_filled(info, indptr, seen, [scores], [top_classes, top_scores])
+    return scores, top_classes, top_scores
 
 
 def eval_dataset(root, images, targets, image_size: int) -> LabelledImages:
