@@ -107,20 +107,21 @@ def read_suggestions(path: Path, prepared) -> list[Suggestion]:
     missing = [c for c in REQUIRED if c not in fieldnames]
     if missing:
         raise PumlcError(f"{path}: not an audit CSV (missing columns {', '.join(missing)})")
-    frame = prepared.frame
-    where = {(img, split): i for i, (img, split) in enumerate(zip(frame["image"], frame["split"], strict=True))}
+    records = [dict(zip(fieldnames, values, strict=False)) for values in rows]
     class_index = {c: j for j, c in enumerate(prepared.classes)}
+    # every line's image row and observed label in one pass over the folder (millions of images at Open Images
+    # scale: no per-image Python objects, no per-line search of the label entries)
+    where, here_all = _rows_and_observed(prepared, records, class_index)
     out: list[Suggestion] = []
     seen: set[tuple[int, int]] = set()
-    for line, values in enumerate(rows, start=2):
+    for line, rec in enumerate(records, start=2):
         at = f"{path}: line {line}"
-        rec = dict(zip(fieldnames, values, strict=False))
         kind, split, image, name = (rec.get(c, "") for c in ("kind", "split", "image", "class"))
         if kind not in NEW_VALUE:
             raise PumlcError(f"{at}: kind {kind!r} is not missing or wrong")
         if split not in ("train", "val"):
             raise PumlcError(f"{at}: split {split!r} cannot be relabelled (only train and val)")
-        if (image, split) not in where:
+        if where[line - 2] < 0:
             raise PumlcError(f"{at}: image {image!r} is not in the {split} split of {prepared.path}")
         if name not in class_index:
             raise PumlcError(f"{at}: class {name!r} is not a class of {prepared.path}")
@@ -128,8 +129,8 @@ def read_suggestions(path: Path, prepared) -> list[Suggestion]:
             rank, score, obs = int(rec["rank"]), float(rec["score"]), int(rec["observed"])
         except ValueError:
             raise PumlcError(f"{at}: rank, score and observed must be numbers") from None
-        row, col = where[(image, split)], class_index[name]
-        here = int(prepared.observed_at(np.array([row]), np.array([col]))[0])
+        row, col = int(where[line - 2]), class_index[name]
+        here = int(here_all[line - 2])
         if here != obs:
             raise PumlcError(
                 f"{at}: {image} / {name} is observed {here} here but {obs} in the audit "
@@ -140,6 +141,24 @@ def read_suggestions(path: Path, prepared) -> list[Suggestion]:
         seen.add((row, col))
         out.append(Suggestion(kind, rank, row, col, score))
     return out
+
+
+def _rows_and_observed(prepared, records: list[dict], class_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per audit line: the image's row in the folder (-1 where the image is not in the line's split) and its
+    observed label at the line's class (0 where either is unknown)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = prepared.images_table.column("image").combine_chunks()
+    found = pc.index_in(pa.array([r.get("image", "") for r in records], pa.string()), value_set=names)
+    where = np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    split_of = prepared.split_column[np.maximum(where, 0)] if len(where) else np.zeros(0, str)
+    where[(where >= 0) & (split_of != np.array([r.get("split", "") for r in records], dtype=str))] = -1
+    cols = np.array([class_index.get(r.get("class", ""), -1) for r in records], dtype=np.int64)
+    known = (where >= 0) & (cols >= 0)
+    observed = np.zeros(len(records), dtype=np.int8)
+    observed[known] = prepared.observed_at(where[known], cols[known])
+    return where, observed
 
 
 def select(suggestions: list[Suggestion], sel: Selection, classes: list[str]) -> list[Suggestion]:
