@@ -397,3 +397,21 @@ def test_entry_audit_scores_are_calibrated_where_verification_is_at_random():
         assert rel["above"][cut]["precision"] >= rel["above"][cut]["expected_precision"] - 0.01
     est = sum(e.est_missing for e in audit.classes)
     assert est == pytest.approx(truth[~stated].sum(), rel=0.1)
+
+
+def test_audit_plot_of_thousands_of_classes_shows_the_most_missing(tmp_path):
+    """At 9,605 classes one bar per class is a plot 2,000 inches tall: the plot shows the table's classes."""
+    from PIL import Image
+
+    from pumlc_cli.audit.report import SHOWN_CLASSES, plot_audit, shown_classes
+
+    rng = np.random.default_rng(0)
+    missing = rng.random(3000)
+    per_class = [
+        {"class": f"c{j}", "est_missing_positives": 100 * m, "est_missing_rate": m, "est_wrong_rate": 0.1}
+        for j, m in enumerate(missing)
+    ]
+    shown = shown_classes(per_class)
+    assert shown == np.argsort(-missing)[:SHOWN_CLASSES].tolist()
+    plot_audit(tmp_path / "a.png", {"per_class": per_class, "split": "train", "truth": None})
+    assert Image.open(tmp_path / "a.png").height < 1000

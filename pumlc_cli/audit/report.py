@@ -117,10 +117,9 @@ def render(report: dict[str, Any], top: int, stderr: bool = False) -> None:
             console.print(f"no {title} with score ≥ {report['floor']:g}")
     truth = report["truth"]
     true_rates = {r["class"]: r["true_missing_rate"] for r in truth["per_class"]} if truth else {}
-    rows = report["per_class"]
     entries = "scored" in report  # entry data (Open Images): see pumlc_cli.audit.entries
-    if len(rows) > MANY_CLASSES:  # thousands of classes (Open Images): the ones with most estimated missing labels
-        rows = sorted(rows, key=lambda r: -(r["est_missing_positives"] or 0))[:SHOWN_CLASSES]
+    shown = shown_classes(report["per_class"])
+    rows = [report["per_class"][i] for i in shown] if len(shown) < len(report["per_class"]) else report["per_class"]
     per_class = Table(
         title=f"per class ({report['split']}, estimated from the scores"
         + (
@@ -184,8 +183,17 @@ def render(report: dict[str, Any], top: int, stderr: bool = False) -> None:
         console.print(f"missing-rate error per class (MAE): {_pct(truth['missing_rate_mae'])}")
 
 
+def shown_classes(per_class: list[dict]) -> list[int]:
+    """Indices of the classes a table or plot shows: all of them, or above `MANY_CLASSES` (thousands of classes,
+    Open Images) the `SHOWN_CLASSES` with most estimated missing positives."""
+    if len(per_class) <= MANY_CLASSES:
+        return list(range(len(per_class)))
+    return sorted(range(len(per_class)), key=lambda i: -(per_class[i]["est_missing_positives"] or 0))[:SHOWN_CLASSES]
+
+
 def plot_audit(path: Path, report: dict[str, Any]) -> None:
-    """Per class: estimated missing-positive and wrong-positive rates (and the true missing rate when known)."""
+    """Per class: estimated missing-positive and wrong-positive rates (and the true missing rate when known); the
+    classes of `shown_classes`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,7 +201,8 @@ def plot_audit(path: Path, report: dict[str, Any]) -> None:
 
     from pumlc_cli.atomic import atomic_path
 
-    rows = report["per_class"]
+    shown = shown_classes(report["per_class"])
+    rows = [report["per_class"][i] for i in shown]
     names = [r["class"] for r in rows]
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(9, max(3.5, 0.22 * len(rows))))
@@ -201,12 +210,16 @@ def plot_audit(path: Path, report: dict[str, Any]) -> None:
     for label, key, dy in series:
         ax.barh(y + dy, [100 * (r[key] or 0) for r in rows], height=0.27, label=label)
     if report["truth"]:
-        true = [100 * (r["true_missing_rate"] or 0) for r in report["truth"]["per_class"]]
+        true = [100 * (report["truth"]["per_class"][i]["true_missing_rate"] or 0) for i in shown]
         ax.barh(y + 0.27, true, height=0.27, label="true missing rate")
     ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("% of the class's positives")
-    ax.set_title(f"label audit ({report['split']})")
+    many = len(shown) < len(report["per_class"])
+    ax.set_title(
+        f"label audit ({report['split']})"
+        + (f": the {len(shown)} of {len(report['per_class']):,} classes with most missing+" if many else "")
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
