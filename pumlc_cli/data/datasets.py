@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from pumlc_cli.data.imagelist import kept_paths
 from pumlc_cli.data.pixels import open_image, rgb8
 from pumlc_cli.errors import PumlcError, first_line
 
@@ -148,7 +149,7 @@ class LabelledImages(Dataset):
         seed: int = 0,
     ) -> None:
         self.root = Path(root)
-        self.images = list(images)
+        self.images = kept_paths(images)
         self.targets = np.ascontiguousarray(targets, dtype=np.int8) if isinstance(targets, np.ndarray) else targets
         self.transform = transform
         self.seed = seed

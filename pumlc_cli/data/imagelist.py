@@ -84,3 +84,9 @@ class ImageList(Sequence[str]):
         if rows.dtype == bool:
             return ImageList(self.arrow.filter(pa.array(rows)))
         return ImageList(self.arrow.take(pa.array(rows.astype(np.int64, copy=False))))
+
+
+def kept_paths(images: Sequence[str]) -> Sequence[str]:
+    """`images` as a dataset holds them: an ImageList as it is (a path becomes a str when its item is read), any
+    other sequence as a list of its own."""
+    return images if isinstance(images, ImageList) else list(images)

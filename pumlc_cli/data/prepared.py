@@ -64,7 +64,7 @@ def toolkit_version() -> str:
 class SplitData:
     """One split's image paths (relative to the image root) and its int8 [N, C] truth and observed labels."""
 
-    images: list[str]
+    images: Sequence[str]  # an ImageList
     truth: np.ndarray
     observed: np.ndarray
 
@@ -97,9 +97,23 @@ class Prepared:
 
     @property
     def split_column(self) -> np.ndarray:
+        """str [N]: each image's split (built from one comparison per split name, no Python string per image)."""
         if "split" not in self._cache:
-            self._cache["split"] = np.asarray(self.images_table.column("split").to_numpy(zero_copy_only=False), str)
+            import pyarrow.compute as pc
+
+            column = self.images_table.column("split")
+            split = np.empty(len(column), dtype="<U5")
+            for name in SPLITS:  # load_prepared checked that these are the only values
+                split[pc.equal(column, name).to_numpy(zero_copy_only=False)] = name
+            self._cache["split"] = split
         return self._cache["split"]
+
+    @property
+    def images(self) -> ImageList:
+        """Every image path, in index order, as stored (an Arrow string array: memory grows with the path bytes)."""
+        if "images" not in self._cache:
+            self._cache["images"] = ImageList(self.images_table.column("image"))
+        return self._cache["images"]
 
     @property
     def splits(self) -> list[str]:
@@ -115,9 +129,8 @@ class Prepared:
         if key not in self._cache:
             in_split = self.split_column == name
             indptr, pick = split_of(self.entries, in_split)
-            column = self.images_table.column("image").to_numpy(zero_copy_only=False)
             self._cache[key] = SplitEntries(
-                images=column[in_split].astype(str).tolist(),
+                images=self.images.take(in_split),
                 indptr=indptr,
                 classes=self.entries.cls[pick],
                 truth=self.entries.truth[pick],
@@ -133,7 +146,7 @@ class Prepared:
         if name not in self._cache:
             part = self.split_entries(name)
             where = f"{self.path} ({name})"
-            self._cache[name] = SplitData(list(part.images), part.dense("truth", where), part.dense("observed", where))
+            self._cache[name] = SplitData(part.images, part.dense("truth", where), part.dense("observed", where))
         return self._cache[name]
 
     def absent_observed_per_image(self) -> np.ndarray:
@@ -252,7 +265,7 @@ def _check_tables(images, labels, classes: list[str], path: Path) -> Entries:
         name = names[i].as_py()
         contained_name(name, f"{img_file}: row {i}")
         raise PumlcError(f"{img_file}: row {i}: image path {name!r} is not normalised")
-    if pc.count_distinct(names).as_py() != len(names):
+    if len(pc.unique(names)) != len(names):  # (count_distinct hashes twice as slowly)
         counts = pc.value_counts(names)
         dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
         raise PumlcError(f"{img_file}: image {dup!r} is listed twice")
@@ -357,7 +370,7 @@ class LabelStore:
 def store_of(prepared: Prepared) -> LabelStore:
     """A loaded folder's labels, to be changed and written again (audit folds, relabel)."""
     return LabelStore(
-        ImageList(prepared.images_table.column("image")),
+        prepared.images,
         prepared.split_column.copy(),
         prepared.entries,
         prepared.absent_truth,

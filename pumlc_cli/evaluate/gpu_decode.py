@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pumlc_cli.data.datasets import MEAN, STD
+from pumlc_cli.data.imagelist import kept_paths
 from pumlc_cli.errors import PumlcError
 from pumlc_cli.evaluate.inference import autocast_context, shut_down_workers
 from pumlc_cli.inputs import read_input
@@ -32,7 +33,7 @@ class EncodedImages(Dataset):
 
     def __init__(self, root: Path, images: Sequence[str]) -> None:
         self.root = Path(root)
-        self.images = list(images)
+        self.images = kept_paths(images)
 
     def __len__(self) -> int:
         return len(self.images)
