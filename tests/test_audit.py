@@ -81,6 +81,44 @@ def test_a_known_label_frequency_is_used() -> None:
     assert reliability(known.suspicion[cand], hidden)["ece"] < 0.03
 
 
+@pytest.mark.parametrize("label_rate", [0.3, 0.6])
+def test_the_label_frequency_is_estimated_where_classes_separate(label_rate: float) -> None:
+    probs, observed, truth = _pu_matrix(8_000, 5, label_rate=label_rate, seed=7, separable=3)
+    audit = audit_scores(probs, observed)
+    assert audit.label_frequency == "estimated"
+    est = np.array([c.label_frequency for c in audit.classes])
+    assert np.abs(est - label_rate).max() < 0.08, est
+
+
+def _confused_matrix(n: int, classes: int, label_rate: float, seed: int):
+    """Scores of a weak model: each class has a confusable share of its negatives (10–60%) that scores like its
+    positives, so no positive scores above all its negatives."""
+    rng = np.random.default_rng(seed)
+    truth = np.where(rng.random((n, classes)) < 0.2, 1, -1).astype(np.int8)
+    confused = rng.random((n, classes)) < np.linspace(0.1, 0.6, classes)
+    like_positive = (truth == 1) | confused
+    logit = np.where(like_positive, rng.normal(1.0, 1.0, (n, classes)), rng.normal(-2.0, 1.0, (n, classes)))
+    observed = np.where((truth == 1) & (rng.random((n, classes)) < label_rate), 1, 0).astype(np.int8)
+    return 1 / (1 + np.exp(-logit)), observed, truth
+
+
+def test_a_weak_model_gives_too_high_scores_marked_as_upper_bounds() -> None:
+    # Confusable negatives score like the positives: every class's bound is loose, the c it gives too low and every
+    # score too high. The audit cannot tell (they look like hidden positives), so it marks estimated-c scores.
+    probs, observed, truth = _confused_matrix(6_000, 6, label_rate=0.5, seed=5)
+    audit = audit_scores(probs, observed)
+    assert audit.label_frequency == "estimated" and audit.upper_bounds
+    assert all(c.label_frequency < 0.45 for c in audit.classes)
+    cand = observed != 1
+    known = audit_scores(probs, observed, label_frequency=0.5)
+    assert known.label_frequency == "given" and not known.upper_bounds
+    # above the scores the right c gives, class by class, and above the truth
+    assert all(e.est_missing > k.est_missing for e, k in zip(audit.classes, known.classes, strict=True))
+    hidden = truth[cand] == 1
+    assert audit.suspicion[cand].mean() > hidden.mean() + 0.02
+    assert reliability(known.suspicion[cand], hidden)["ece"] < reliability(audit.suspicion[cand], hidden)["ece"]
+
+
 def test_a_class_without_wrong_labels_is_not_called_wrong() -> None:
     # Five observed positives, all right, scoring low (a weak class): the mirror estimator alone said "100% wrong".
     rng = np.random.default_rng(4)

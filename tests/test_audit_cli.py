@@ -62,10 +62,17 @@ def test_audit_report_lists_candidates_in_rank_order(audited, synth_prepared: Pa
 
 def test_relabel_round_trip(audited, synth_prepared: Path, tmp_path: Path) -> None:
     out, report = audited
+    # c estimated (a lower bound) and in-sample: the CSV says so on every row, and relabel warns in one line
+    assert report["label_frequency"] == "estimated" and report["scores_upper_bounds"] and report["in_sample"]
+    rows = list(csv.DictReader((out / "a.csv").open()))
+    assert {(r["in_sample"], r["label_frequency"]) for r in rows} == {("1", "estimated")}
     new = tmp_path / "relabelled"
     done = run_cli(
         "relabel", synth_prepared, "--from", out / "a.csv", "--out", new, "--accept-top", "25", "--min-precision", "0"
     )
+    warning = "warning: of 25 accepted scores, 25 are in-sample (`pumlc audit --folds K` scores out of fold); 25 are "
+    assert [x for x in done.stderr.splitlines() if x.strip()] == [done.stderr.strip()]
+    assert done.stderr.startswith(warning + "upper bounds") and "may be too high" in done.stderr
     old, fresh = load_prepared(synth_prepared), load_prepared(new)
     accepted = [s for s in report["suggestions"] if s["kind"] == "missing"][:25]
     before, after = old.split_data("train"), fresh.split_data("train")
@@ -79,7 +86,7 @@ def test_relabel_round_trip(audited, synth_prepared: Path, tmp_path: Path) -> No
         assert old.split_data(split).images == fresh.split_data(split).images
         np.testing.assert_array_equal(old.split_data(split).observed, fresh.split_data(split).observed)
     step = fresh.manifest["corruptions"][-1]
-    assert step["step"] == "relabel" and step["accepted"] == 25
+    assert step["step"] == "relabel" and step["accepted"] == 25 and step["score_warning"] == done.stderr.strip()
     expected = sum(s["score"] for s in accepted)
     assert step["expected_precision"] == pytest.approx(expected / 25, abs=1e-4)
     assert f"expected right {expected:.1f} of 25" in done.stdout and "25 positive(s) added, 0 removed" in done.stdout
@@ -207,8 +214,24 @@ def test_relabel_refuses_changes_past_the_bounds_unless_forced(synth_prepared: P
     run_cli(*args, "--min-precision", "0.7", "--force")
     step = load_prepared(new).manifest["corruptions"][-1]
     assert step["expected_precision"] == pytest.approx(0.6) and "below --min-precision" in step["forced_past"]
-    run_cli(*args, "--out", tmp_path / "plain")  # the default floor 0.5 accepts them
+    done = run_cli(*args, "--out", tmp_path / "plain")  # the default floor 0.5 accepts them
     assert load_prepared(tmp_path / "plain").manifest["corruptions"][-1]["forced_past"] is None
+    assert "warning" not in done.stderr  # a CSV without in_sample / label_frequency columns: no claim either way
+
+
+def test_relabel_warns_on_in_sample_scores_and_on_upper_bounds(synth_prepared: Path, tmp_path: Path) -> None:
+    rows = _missing_rows(synth_prepared, 0.9, limit=10)
+    basis = ["given"] * 7 + ["estimated"] * 3
+    marked = [{**r, "in_sample": int(i < 4), "label_frequency": basis[i]} for i, r in enumerate(rows)]
+    path = _write_csv(tmp_path / "marked.csv", marked)
+    args = ("relabel", synth_prepared, "--from", path)
+    done = run_cli(*args, "--out", tmp_path / "a", "--accept-top", "10")
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: of 10 accepted scores, 4 are in-sample")
+    assert "; 3 are upper bounds" in lines[0]
+    done = run_cli(*args, "--out", tmp_path / "b", "--accept-top", "7")  # the 7 best: c given, 4 in-sample
+    assert "4 are in-sample" in done.stderr and "upper bounds" not in done.stderr
+    assert load_prepared(tmp_path / "b").manifest["corruptions"][-1]["score_warning"] == done.stderr.strip()
 
 
 @pytest.mark.parametrize(

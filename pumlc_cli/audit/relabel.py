@@ -33,6 +33,8 @@ class Suggestion:
     row: int  # row of the prepared folder's table
     col: int  # class index
     score: float
+    in_sample: bool = False  # the model trained on the image (the audit CSV's `in_sample`)
+    upper_bound: bool = False  # a missing-positive score with c estimated (a lower bound): an upper bound
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,23 @@ class Change:
             f"{self.expected_correct:.1f} of {len(self.accepted)} (expected precision {said}); observed positives "
             f"per image {before:.2f} → {after:.2f}"
         )
+
+    def warning(self) -> str | None:
+        """One line to print when the accepted scores overstate by construction (in-sample, or c estimated)."""
+        in_sample = sum(s.in_sample for s in self.accepted)
+        bounded = sum(s.upper_bound for s in self.accepted)
+        parts = []
+        if in_sample:
+            parts.append(f"{in_sample} are in-sample (`pumlc audit --folds K` scores out of fold)")
+        if bounded:
+            parts.append(
+                f"{bounded} are upper bounds (the audit estimated c, a lower bound; `pumlc audit --label-frequency C` "
+                "from a checked sample)"
+            )
+        if not parts:
+            return None
+        listed = "; ".join(parts)
+        return f"warning: of {len(self.accepted)} accepted scores, {listed}: the expected precision may be too high"
 
     def refusal(self, min_precision: float) -> str | None:
         """Why writing would probably damage the labels, or None. Either bound is a sign the scores overstate."""
@@ -139,7 +158,10 @@ def read_suggestions(path: Path, prepared) -> list[Suggestion]:
         if (row, col) in seen:
             raise PumlcError(f"{at}: {image} / {name} is listed twice")
         seen.add((row, col))
-        out.append(Suggestion(kind, rank, row, col, score))
+        # columns added later (older audit CSVs lack them): how far the scores can be trusted
+        in_sample = rec.get("in_sample", "0") == "1"
+        upper_bound = kind == "missing" and rec.get("label_frequency") == "estimated"
+        out.append(Suggestion(kind, rank, row, col, score, in_sample, upper_bound))
     return out
 
 
@@ -250,6 +272,7 @@ def relabel(
             "expected_precision": None if change.expected_precision is None else round(change.expected_precision, 4),
             "min_precision": min_precision,
             "forced_past": refusal,
+            "score_warning": change.warning(),
             "per_class": dict(sorted(counts.items())),
         }
     )

@@ -13,7 +13,9 @@ import numpy as np
 from pumlc_cli.audit.entries import EntryAudit
 from pumlc_cli.audit.scores import KINDS, Audit
 
-CSV_COLUMNS = ("kind", "rank", "image", "split", "class", "score", "prob", "observed")
+# in_sample: 1 when the model trained on the image; label_frequency: how c was set ("given", or "estimated": a
+# lower bound, so the missing-positive scores are upper bounds); `relabel` warns on either
+CSV_COLUMNS = ("kind", "rank", "image", "split", "class", "score", "prob", "observed", "in_sample", "label_frequency")
 IMAGE_WIDTH = 32
 MANY_CLASSES = 100  # above this, the per-class table shows the SHOWN_CLASSES with most estimated missing positives
 SHOWN_CLASSES = 20  # image paths in the tables keep their end (the file name) so rows fit 80 columns
@@ -75,12 +77,18 @@ def build_report(
                 "est_wrong_rate": _num(est.est_wrong_rate),
             }
         )
+    in_sample = bool(source.get("in_sample"))  # the model trained on the train split's images, not on val's
+    basis = source.get("label_frequency")
+    basis = basis if basis in ("given", "estimated") else "not used"  # entry data: calibrated on stated labels
     report: dict[str, Any] = {
         **source,
         "n_images": len(images),
         "floor": floor,
         "per_class": per_class,
-        "suggestions": suggestions(audit, images, splits, classes, floor),
+        "suggestions": [
+            {**row, "in_sample": int(in_sample and row["split"] == "train"), "label_frequency": basis}
+            for row in suggestions(audit, images, splits, classes, floor)
+        ],
         "truth": None,
     }
     if truth is not None:
@@ -159,8 +167,8 @@ def render(report: dict[str, Any], top: int, stderr: bool = False) -> None:
     console.print(per_class)
     if report.get("label_frequency") == "estimated":
         console.print(
-            "c is estimated: a lower bound per class (some positives must score above all negatives for it to be "
-            "tight); if it is too low the scores are too high. --label-frequency C sets it when known."
+            "c is estimated: a lower bound, tight only where the model scores some of a class's positives above all "
+            "its negatives, so the missing-positive scores are upper bounds; --label-frequency C sets it when known."
         )
     if truth:
         check = Table(title="suggestions against the truth kept by the corruption", header_style="bold")

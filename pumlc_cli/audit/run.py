@@ -145,7 +145,8 @@ def _score_and_report(
         source["label_frequency"] = "not used: calibrated on the stated labels"
         source["scored"] = f"stated labels and each image's {opts.top_unknown} highest-scoring unknown classes"
     else:
-        source["label_frequency"] = "given" if opts.label_frequency is not None else "estimated"
+        source["label_frequency"] = result.label_frequency  # "estimated": a lower bound, the scores upper bounds
+        source["scores_upper_bounds"] = result.upper_bounds
     report = build_report(result, images, splits, list(prepared.classes), truth, floor=opts.floor, source=source)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
     if is_stdout(opts.json_file):

@@ -17,6 +17,17 @@ c = P(observed positive | positive), the *label frequency*):
   set by the tightest bound among the classes with enough positives; each class keeps its own bound where that is
   tighter, shrunk towards the common value by its number of positives. `--label-frequency` sets c when it is known
   (e.g. from a checked sample).
+- A score is g/(1 − g)·(1 − c)/c, decreasing in c, so a c that is too low makes every score too high: with c
+  estimated, the scores are upper bounds (up to the bound's sampling noise), and the audit and its CSV/JSON say
+  so (`relabel` warns). Nothing in the scores can tell a loose bound from a tight one: negatives that the model
+  confuses with the class (another class of the same colour, say) score like its positives, so above any
+  threshold they look exactly like hidden positives — on a tuning setting a class's tail ratio stayed flat over
+  thresholds at 0.14 while the truth was 0.09. Estimators that read the same scores share the limit: a likelihood
+  fit of g = c·σ(a + b·logit s) with c free, pooled over classes, came out at 0.24–0.54 where the truth was
+  0.41–0.61 (no better than the bound), and Elkan & Noto's e1 (the labelled entries' mean score) assumes a model
+  of the labelled entries that separates the positives (the `bce-an` models gave 0.13–0.32). What does work is a
+  model that separates some of a class's positives from its negatives (the `large` setting of `bench/audit.py`),
+  or a c from a checked sample (`--label-frequency`).
 - Scores are clipped to (n+1)/(n+2) for a class with n observed positives: nothing is certain on a few dozen labels.
 - Wrong positives mirror this: observed positives that score like the candidates, the candidates standing in for
   the negatives. In PU data the candidates also hold hidden positives, so these scores are rough.
@@ -212,6 +223,12 @@ class Audit:
     observed: np.ndarray  # [N, C] int8 observed labels
     suspicion: np.ndarray  # [N, C] P(missing positive) for non-positives, P(wrong positive) for positives
     classes: list[ClassEstimate]
+    label_frequency: str = "given"  # how c was set: "given" or "estimated" (a lower bound)
+
+    @property
+    def upper_bounds(self) -> bool:
+        """Whether the missing-positive scores are upper bounds: c estimated, i.e. bounded from below."""
+        return self.label_frequency == "estimated"
 
     def ranking(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cols) of the suspected entries of `kind`, most probable first (ties: the model's score)."""
@@ -261,7 +278,7 @@ def audit_scores(
         est_missing = float(suspicion[~pos, j].sum()) if n_pos[j] else float("nan")
         est_wrong = float(suspicion[pos, j].sum()) if n_pos[j] and n_cand[j] else float("nan")
         estimates.append(ClassEstimate(int(n_pos[j]), int(n_cand[j]), float(freq[j]), est_missing, est_wrong))
-    return Audit(probs, observed, suspicion, estimates)
+    return Audit(probs, observed, suspicion, estimates, "given" if label_frequency is not None else "estimated")
 
 
 # ------------------------------------------------------------------------------------ against a known truth

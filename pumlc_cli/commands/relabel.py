@@ -52,6 +52,9 @@ def relabel(
     selection = Selection(kinds, accept_top, min_score, names)
     change = plan_change(prepared, audit_csv, selection)
     typer.echo(change.summary())  # before anything is written, and before a refusal (one line on stderr)
+    warning = change.warning()
+    if warning:
+        typer.echo(warning, err=True)
     with claim(target, "pumlc relabel"):
         manifest = do_relabel(prepared, audit_csv, target, selection, change, force, min_precision)
     step = manifest["corruptions"][-1]
