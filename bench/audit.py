@@ -15,8 +15,14 @@ Against the truth the corruption kept: precision@k and recall@k of the ranking o
 over 10 bins; the share right among suggestions scored ≥ 0.8 and ≥ 0.9) and the error of each method's per-class
 missing-rate estimate (cleanlab's: flagged entries / (observed + flagged) positives).
 
-    python bench/audit.py                                  # settings 0.4:0 and 0.5:3 (minutes on 2 idle cores)
-    python bench/audit.py --setting 0.4:1 --setting 0.6:2  # the settings the calibration was chosen on
+Two scales: `small` (600 images at 32 px, 6 epochs: weak models, the hidden positives' ranking AP 13–24%) and
+`large` (1,500 images at 64 px, 12 epochs: stronger models, where some positives of a class score above its
+negatives and the label frequency can be estimated). Each setting takes minutes on 2 cores.
+
+    python bench/audit.py                                  # small, held-out settings 0.4:0 and 0.5:3
+    python bench/audit.py --setting 0.4:1 --setting 0.6:2  # small, the settings the method was chosen on
+    python bench/audit.py --scale large                    # large, held-out settings 0.5:20 and 0.4:21
+    python bench/audit.py --scale large --setting 0.5:12 --setting 0.4:13  # large, tuning settings
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from pumlc_cli.benchmarks.runner import pumlc
 from pumlc_cli.commands.train import parse_train_args
 
 METHODS = ("pu", "bce-an")
+# images, image size, epochs, and the held-out settings (not used to choose the method) of each scale
+SCALES = {"small": (600, 32, 6, ["0.4:0", "0.5:3"]), "large": (1500, 64, 12, ["0.5:20", "0.4:21"])}
 
 
 def out_of_fold(prepared, root: Path, method: str, folds: int, train_args: str, seed: int) -> np.ndarray:
@@ -92,8 +100,9 @@ def rate_mae(est_missing: np.ndarray, truth: np.ndarray, observed: np.ndarray) -
 
 def setting_rows(args, hide: float, seed: int) -> tuple[list[dict], dict]:
     """Every ranking's figures on one setting (hidden share, seed); the folds are trained once and kept."""
-    synth = args.out / "synth"
-    prepared_dir = args.out / f"prepared-hide{hide:g}-seed{seed}"
+    synth = args.out / f"synth-{args.images}-{args.image_size}px"
+    tag = f"{args.images}-{args.image_size}px-{args.epochs}ep-hide{hide:g}-seed{seed}"
+    prepared_dir = args.out / f"prepared-{args.images}-{args.image_size}px-hide{hide:g}-seed{seed}"
     if not (synth / "annotations" / "instances_val2014.json").is_file():
         pumlc("synth", str(synth), "--images", str(args.images), "--image-size", str(args.image_size), "--force")
     if not (prepared_dir / "manifest.json").is_file():
@@ -112,9 +121,9 @@ def setting_rows(args, hide: float, seed: int) -> tuple[list[dict], dict]:
     )
     rows: list[dict] = []
     for method in METHODS:
-        folds_root = args.out / f"folds-hide{hide:g}-seed{seed}"
+        folds_root = args.out / f"folds-{tag}"
         probs = out_of_fold(prepared, folds_root, method, args.folds, train_args, seed)
-        np.save(args.out / f"oof-{method}-hide{hide:g}-seed{seed}.npy", probs)  # to re-rank without training
+        np.save(args.out / f"oof-{method}-{tag}.npy", probs)  # to re-rank without training
         # the share of positives the corruption left observed: what --label-frequency would be told
         known = float((observed == 1).sum() / (truth == 1).sum())
         for label, freq in (("pumlc audit", None), ("pumlc audit, c given", known)):
@@ -128,6 +137,8 @@ def setting_rows(args, hide: float, seed: int) -> tuple[list[dict], dict]:
                     **score_ranking(r, c, truth, observed, hidden),
                     "reliability": reliability(result.suspicion[cand], right),
                     "rate_mae": rate_mae(est, truth, observed),
+                    "c": float(np.nanmean([e.label_frequency for e in result.classes])),
+                    "c_basis": result.label_frequency,
                 }
             )
         for name, (r, c, flagged) in cleanlab_rankings(probs, observed).items():
@@ -137,7 +148,13 @@ def setting_rows(args, hide: float, seed: int) -> tuple[list[dict], dict]:
             row["reliability"] = reliability(probs[cand], right)
             row["rate_mae"] = rate_mae(flagged.astype(float), truth, observed) if flagged is not None else None
             rows.append(row)
-    info = {"hidden": hidden, "positives": int((truth == 1).sum()), "images": len(train), "ks": default_ks(hidden)}
+    info = {
+        "hidden": hidden,
+        "positives": int((truth == 1).sum()),
+        "images": len(train),
+        "ks": default_ks(hidden),
+        "c_true": float((observed == 1).sum() / (truth == 1).sum()),
+    }
     return rows, info
 
 
@@ -145,11 +162,11 @@ def print_setting(console: Console, hide: float, seed: int, rows: list[dict], in
     ks = info["ks"]
     table = Table(
         title=f"--hide {hide:g} --seed {seed}: {info['hidden']} of {info['positives']} positives hidden in the train "
-        f"split ({info['images']} images, {folds}-fold out-of-fold probabilities)",
+        f"split ({info['images']} images, {folds}-fold out-of-fold probabilities; true c {info['c_true']:.2f})",
         header_style="bold",
     )
     cols = ("ranking", "probs", *(f"P@{k}" for k in ks), "R@1000", "AP", "ECE", "n≥.8", "P≥.8", "n≥.9", "P≥.9")
-    for col in (*cols, "rate MAE"):
+    for col in (*cols, "rate MAE", "c"):
         table.add_column(col, justify="left" if col in {"ranking", "probs"} else "right")
     for row in rows:
         at, rel = row["at"], row["reliability"]
@@ -166,8 +183,16 @@ def print_setting(console: Console, hide: float, seed: int, rows: list[dict], in
             str(above[1]["n"]),
             _pct(above[1]["precision"]),
             _pct(row["rate_mae"]),
+            _c(row),
         )
     console.print(table)
+
+
+def _c(row: dict) -> str:
+    """The mean label frequency pumlc used; * when it is an uncorroborated lower bound (scores: upper bounds)."""
+    if "c" not in row:
+        return "-"
+    return f"{row['c']:.2f}" + ("*" if row["c_basis"] == "lower bound" else "")
 
 
 def _pct(value: float | None) -> str:
@@ -177,18 +202,25 @@ def _pct(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_out/audit"))
-    parser.add_argument("--images", type=int, default=600, help="synth images (train + test)")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument(
+        "--scale", choices=sorted(SCALES), default="small", help="images, size, epochs and default settings"
+    )
+    parser.add_argument("--images", type=int, help="synth images (train + test; default: the scale's)")
+    parser.add_argument("--image-size", type=int, help="default: the scale's")
     parser.add_argument(
         "--setting",
         action="append",
         metavar="HIDE:SEED",
         help="share of positives hidden (--drop-positives) and the seed of the hiding, folds and training; "
-        "repeatable (default: 0.4:0 and 0.5:3, settings the method was not chosen on)",
+        "repeatable (default: the scale's held-out settings, which the method was not chosen on)",
     )
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, help="default: the scale's")
     args = parser.parse_args()
+    images, size, epochs, held_out = SCALES[args.scale]
+    args.images = args.images or images
+    args.image_size = args.image_size or size
+    args.epochs = args.epochs or epochs
     import torch
 
     # Tiny models: one thread is as fast, and two threads per process stall badly on a busy shared machine.
@@ -196,7 +228,7 @@ def main() -> None:
     start = time.perf_counter()
     console = Console(width=160)
     record: dict = {"args": {**vars(args), "out": str(args.out)}, "settings": []}
-    for setting in args.setting or ["0.4:0", "0.5:3"]:
+    for setting in args.setting or held_out:
         hide, seed = float(setting.split(":")[0]), int(setting.split(":")[1])
         rows, info = setting_rows(args, hide, seed)
         print_setting(console, hide, seed, rows, info, args.folds)
@@ -204,7 +236,8 @@ def main() -> None:
     console.print(
         "numbers in %; ECE: expected calibration error of the scores of the entries not observed positive (10 "
         "bins); n≥.8, P≥.8: suggestions scored ≥ 0.8 and the share of them that are hidden positives; rate MAE: "
-        "per-class missing-rate error"
+        "per-class missing-rate error; c: the mean label frequency used (* an uncorroborated lower bound: the "
+        "scores are upper bounds)"
     )
     console.print(f"total {time.perf_counter() - start:.0f} s; written to {args.out / 'audit.json'}")
     (args.out / "audit.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_TAIL = 0.2  # thresholds keep at least this share of the reference scores above them (noise of the ratio)
-SE_WEIGHT = 0.5
+SE_WEIGHT = 1.0  # binomial standard errors added to each tail share (see mixture_share)
 MIN_SUPPORT = 20  # classes with fewer observed positives do not set the common label frequency
 SHRINK = 50.0  # positives at which a class's own label-frequency bound weighs as much as the common one
 BLOCK_PRIOR = 2.0  # pseudo-entries at the class's labelled rate added to each isotonic step
@@ -66,8 +66,9 @@ def mixture_share(reference: np.ndarray, mixture: np.ndarray, min_tail: float = 
     thresholds = ref[counts - 1]
     tail_ref = counts / ref.size
     # One pseudo-entry of the mixture that scores like the reference keeps an empty tail from declaring the share
-    # zero (the estimate is then at least 1/(n+1)), and half a binomial standard error on each tail offsets the
-    # downward bias of taking a minimum of noisy ratios.
+    # zero (the estimate is then at least 1/(n+1)), and one binomial standard error on each tail offsets the
+    # downward bias of taking a minimum of noisy ratios (then the largest bound over classes). With half of one, the
+    # strong models of the tuning settings (bench/audit.py --scale large) overshot c by 0.04-0.10 (scores too low).
     tail_mix = (mix.size - np.searchsorted(mix, thresholds, side="left") + tail_ref) / (mix.size + 1)
     num = tail_mix + SE_WEIGHT * np.sqrt(tail_mix * (1 - tail_mix) / mix.size)
     den = tail_ref - SE_WEIGHT * np.sqrt(tail_ref * (1 - tail_ref) / ref.size)
