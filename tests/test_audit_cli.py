@@ -62,17 +62,19 @@ def test_audit_report_lists_candidates_in_rank_order(audited, synth_prepared: Pa
 
 def test_relabel_round_trip(audited, synth_prepared: Path, tmp_path: Path) -> None:
     out, report = audited
-    # c estimated (a lower bound) and in-sample: the CSV says so on every row, and relabel warns in one line
+    # c estimated (a lower bound) and in-sample: the CSV says so on every row, and relabel refuses unless --force
     assert report["label_frequency"] == "estimated" and report["scores_upper_bounds"] and report["in_sample"]
     rows = list(csv.DictReader((out / "a.csv").open()))
     assert {(r["in_sample"], r["label_frequency"]) for r in rows} == {("1", "estimated")}
     new = tmp_path / "relabelled"
-    done = run_cli(
-        "relabel", synth_prepared, "--from", out / "a.csv", "--out", new, "--accept-top", "25", "--min-precision", "0"
-    )
-    warning = "warning: of 25 accepted scores, 25 are in-sample (`pumlc audit --folds K` scores out of fold); 25 are "
+    args = ("relabel", synth_prepared, "--from", out / "a.csv", "--out", new, "--accept-top", "25")
+    untrusted = "of 25 accepted scores, 25 are in-sample (score out of fold: `pumlc audit --folds K`); 25 are upper"
+    line = _one_line(run_cli(*args, "--min-precision", "0", check=False))
+    assert line.startswith(f"pumlc: error: {untrusted}") and line.endswith("pass --force to write anyway")
+    assert not new.exists()
+    done = run_cli(*args, "--min-precision", "0", "--force")
     assert [x for x in done.stderr.splitlines() if x.strip()] == [done.stderr.strip()]
-    assert done.stderr.startswith(warning + "upper bounds") and "may be too high" in done.stderr
+    assert done.stderr.startswith(f"warning: written anyway (--force): {untrusted}")
     old, fresh = load_prepared(synth_prepared), load_prepared(new)
     accepted = [s for s in report["suggestions"] if s["kind"] == "missing"][:25]
     before, after = old.split_data("train"), fresh.split_data("train")
@@ -86,7 +88,8 @@ def test_relabel_round_trip(audited, synth_prepared: Path, tmp_path: Path) -> No
         assert old.split_data(split).images == fresh.split_data(split).images
         np.testing.assert_array_equal(old.split_data(split).observed, fresh.split_data(split).observed)
     step = fresh.manifest["corruptions"][-1]
-    assert step["step"] == "relabel" and step["accepted"] == 25 and step["score_warning"] == done.stderr.strip()
+    assert step["step"] == "relabel" and step["accepted"] == 25 and step["score_warning"].startswith(untrusted)
+    assert f"pumlc: error: {step['forced_past']}" == line
     expected = sum(s["score"] for s in accepted)
     assert step["expected_precision"] == pytest.approx(expected / 25, abs=1e-4)
     assert f"expected right {expected:.1f} of 25" in done.stdout and "25 positive(s) added, 0 removed" in done.stdout
@@ -219,19 +222,31 @@ def test_relabel_refuses_changes_past_the_bounds_unless_forced(synth_prepared: P
     assert "warning" not in done.stderr  # a CSV without in_sample / label_frequency columns: no claim either way
 
 
-def test_relabel_warns_on_in_sample_scores_and_on_upper_bounds(synth_prepared: Path, tmp_path: Path) -> None:
+def test_relabel_refuses_in_sample_scores_and_upper_bounds_unless_forced(synth_prepared: Path, tmp_path: Path) -> None:
     rows = _missing_rows(synth_prepared, 0.9, limit=10)
     basis = ["given"] * 7 + ["estimated"] * 3
-    marked = [{**r, "in_sample": int(i < 4), "label_frequency": basis[i]} for i, r in enumerate(rows)]
+    marked = [{**r, "in_sample": int(3 <= i < 5), "label_frequency": basis[i]} for i, r in enumerate(rows)]
     path = _write_csv(tmp_path / "marked.csv", marked)
     args = ("relabel", synth_prepared, "--from", path)
-    done = run_cli(*args, "--out", tmp_path / "a", "--accept-top", "10")
-    lines = [x for x in done.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("warning: of 10 accepted scores, 4 are in-sample")
-    assert "; 3 are upper bounds" in lines[0]
-    done = run_cli(*args, "--out", tmp_path / "b", "--accept-top", "7")  # the 7 best: c given, 4 in-sample
-    assert "4 are in-sample" in done.stderr and "upper bounds" not in done.stderr
-    assert load_prepared(tmp_path / "b").manifest["corruptions"][-1]["score_warning"] == done.stderr.strip()
+    line = _one_line(run_cli(*args, "--out", tmp_path / "a", "--accept-top", "10", check=False))
+    assert line.startswith("pumlc: error: of 10 accepted scores, 2 are in-sample") and "; 3 are upper bounds" in line
+    assert not (tmp_path / "a").exists()
+    line = _one_line(run_cli(*args, "--out", tmp_path / "a", "--accept-top", "7", check=False))
+    assert "2 are in-sample" in line and "upper bounds" not in line and not (tmp_path / "a").exists()
+    done = run_cli(*args, "--out", tmp_path / "b", "--accept-top", "3")  # out of fold, c given: trusted, no warning
+    assert (
+        done.stderr.strip() == "" and load_prepared(tmp_path / "b").manifest["corruptions"][-1]["forced_past"] is None
+    )
+    done = run_cli(*args, "--out", tmp_path / "c", "--accept-top", "7", "--force")
+    step = load_prepared(tmp_path / "c").manifest["corruptions"][-1]
+    assert step["forced_past"] in done.stderr and step["score_warning"].startswith("of 7 accepted scores, 2 are in-s")
+
+
+def test_relabel_refuses_an_empty_selection(synth_prepared: Path, tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "few.csv", _missing_rows(synth_prepared, 0.6, limit=5))
+    args = ("relabel", synth_prepared, "--from", path, "--out", tmp_path / "new", "--min-score", "0.8")
+    line = _one_line(run_cli(*args, check=False))
+    assert line.startswith("pumlc: error: no suggestion passes the selection") and not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize(

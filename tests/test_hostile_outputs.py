@@ -369,9 +369,10 @@ def test_unexpected_exception_is_one_line_and_a_saved_traceback(tmp_path):
 
 @pytest.fixture(scope="module")
 def sugg(run: Path, synth_prepared: Path) -> Path:
-    """`pumlc audit run --csv sugg.csv`: the suggestions `relabel --from` reads."""
+    """`pumlc audit run --csv sugg.csv`: suggestions `relabel --from` accepts (out of sample, c given)."""
     out = run.parent / "sugg.csv"
-    run_cli("audit", run, "--csv", out, "--device", "cpu", "--workers", "0")
+    trusted = ("--split", "val", "--label-frequency", "0.5", "--floor", "0")
+    run_cli("audit", run, "--csv", out, *trusted, "--device", "cpu", "--workers", "0")
     return out
 
 

@@ -448,11 +448,12 @@ def test_non_torch_pickle_prints_no_torch_warning(tmp_path):
 
 
 def test_relabel_from_a_csv_with_a_bom(trained, tmp_path):
-    run_cli("audit", trained, "--csv", tmp_path / "s.csv", "--device", "cpu")
+    trusted = ("--split", "val", "--label-frequency", "0.5", "--floor", "0")  # scores relabel accepts
+    run_cli("audit", trained, "--csv", tmp_path / "s.csv", *trusted, "--device", "cpu")
     bom = tmp_path / "bom.csv"
     bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "s.csv").read_bytes())
     data = json.loads((trained / "config.json").read_text())["data"]
-    run_cli("relabel", data, "--from", bom, "--accept-top", "2", "--out", tmp_path / "r")
+    run_cli("relabel", data, "--from", bom, "--accept-top", "2", "--min-precision", "0", "--out", tmp_path / "r")
     assert (tmp_path / "r" / "labels.parquet").is_file()
 
 

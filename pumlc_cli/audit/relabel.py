@@ -81,31 +81,39 @@ class Change:
             f"per image {before:.2f} → {after:.2f}"
         )
 
-    def warning(self) -> str | None:
-        """One line to print when the accepted scores overstate by construction (in-sample, or c estimated)."""
+    def untrusted(self) -> str | None:
+        """What makes the accepted scores overstate by construction (in-sample, or c estimated), or None."""
         in_sample = sum(s.in_sample for s in self.accepted)
         bounded = sum(s.upper_bound for s in self.accepted)
         parts = []
         if in_sample:
-            parts.append(f"{in_sample} are in-sample (`pumlc audit --folds K` scores out of fold)")
+            parts.append(f"{in_sample} are in-sample (score out of fold: `pumlc audit --folds K`)")
         if bounded:
             parts.append(
-                f"{bounded} are upper bounds (the audit estimated c, a lower bound; `pumlc audit --label-frequency C` "
+                f"{bounded} are upper bounds (the audit estimated c, a lower bound: `pumlc audit --label-frequency C` "
                 "from a checked sample)"
             )
         if not parts:
             return None
-        listed = "; ".join(parts)
-        return f"warning: of {len(self.accepted)} accepted scores, {listed}: the expected precision may be too high"
+        return f"of {len(self.accepted)} accepted scores, {'; '.join(parts)}: the expected precision is too high"
 
     def refusal(self, min_precision: float) -> str | None:
-        """Why writing would probably damage the labels, or None. Either bound is a sign the scores overstate."""
+        """Why writing would probably damage the labels (or do nothing), or None.
+
+        Scores that overstate by construction are refused too: on the README's worked example, the 23 in-sample,
+        estimated-c scores >= 0.8 said 87.8% and were right 65.2% of the time, and out of fold with c still
+        estimated 77 said 86.2% and were right 45.5%. An expected precision from them is not one to act on."""
         precision = self.expected_precision
+        if not self.accepted:
+            return "no suggestion passes the selection (--min-score, --accept-top, --kind, --classes): nothing to write"
         if self.added > self.observed_positives:
             return (
                 f"relabel would add {self.added} positives to a dataset observing {self.observed_positives}: more "
                 "than doubling its labels; accept fewer (--min-score, --accept-top) or pass --force"
             )
+        untrusted = self.untrusted()
+        if untrusted:
+            return f"{untrusted}; pass --force to write anyway"
         if precision is not None and precision < min_precision:
             return (
                 f"the accepted changes' expected precision {100 * precision:.1f}% is below --min-precision "
@@ -272,7 +280,7 @@ def relabel(
             "expected_precision": None if change.expected_precision is None else round(change.expected_precision, 4),
             "min_precision": min_precision,
             "forced_past": refusal,
-            "score_warning": change.warning(),
+            "score_warning": change.untrusted(),
             "per_class": dict(sorted(counts.items())),
         }
     )

@@ -30,7 +30,12 @@ def relabel(
         ),
     ] = 0.5,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing --out; write even past the safety bounds.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing --out; write even past the safety bounds (scores in-sample or upper bounds, "
+            "too many positives, expected precision below --min-precision).",
+        ),
     ] = False,
 ) -> None:
     """Observed labels take the accepted suggestions; truth and the test split stay as they were."""
@@ -52,9 +57,9 @@ def relabel(
     selection = Selection(kinds, accept_top, min_score, names)
     change = plan_change(prepared, audit_csv, selection)
     typer.echo(change.summary())  # before anything is written, and before a refusal (one line on stderr)
-    warning = change.warning()
-    if warning:
-        typer.echo(warning, err=True)
+    refusal = change.refusal(min_precision)
+    if refusal and force:
+        typer.echo(f"warning: written anyway (--force): {refusal}", err=True)
     with claim(target, "pumlc relabel"):
         manifest = do_relabel(prepared, audit_csv, target, selection, change, force, min_precision)
     step = manifest["corruptions"][-1]
