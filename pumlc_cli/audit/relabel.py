@@ -103,7 +103,6 @@ class Change:
         Scores that overstate by construction are refused too: on the README's worked example, the 23 in-sample,
         estimated-c scores >= 0.8 said 87.8% and were right 65.2% of the time, and out of fold with c still
         estimated 77 said 86.2% and were right 45.5%. An expected precision from them is not one to act on."""
-        precision = self.expected_precision
         if not self.accepted:
             return "no suggestion passes the selection (--min-score, --accept-top, --kind, --classes): nothing to write"
         if self.added > self.observed_positives:
@@ -114,7 +113,8 @@ class Change:
         untrusted = self.untrusted()
         if untrusted:
             return f"{untrusted}; pass --force to write anyway"
-        if precision is not None and precision < min_precision:
+        precision = self.expected_correct / len(self.accepted)
+        if precision < min_precision:
             return (
                 f"the accepted changes' expected precision {100 * precision:.1f}% is below --min-precision "
                 f"{100 * min_precision:g}%; raise --min-score or pass --force"

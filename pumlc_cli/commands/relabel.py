@@ -57,12 +57,11 @@ def relabel(
     selection = Selection(kinds, accept_top, min_score, names)
     change = plan_change(prepared, audit_csv, selection)
     typer.echo(change.summary())  # before anything is written, and before a refusal (one line on stderr)
-    refusal = change.refusal(min_precision)
-    if refusal and force:
-        typer.echo(f"warning: written anyway (--force): {refusal}", err=True)
     with claim(target, "pumlc relabel"):
         manifest = do_relabel(prepared, audit_csv, target, selection, change, force, min_precision)
     step = manifest["corruptions"][-1]
+    if step["forced_past"]:  # the refusal --force overrode, as the manifest records it
+        typer.echo(f"warning: written anyway (--force): {step['forced_past']}", err=True)
     table = Table(title=f"relabelled {out}: {step['accepted']} suggestion(s) accepted", header_style="bold")
     for col in ("class", "added +", "removed +"):
         table.add_column(col, justify="left" if col == "class" else "right")
